@@ -47,6 +47,35 @@ pub enum Error {
     /// The policy folder watcher could not be started.
     #[error("cannot watch policy folder: {0}")]
     Watch(#[from] notify::Error),
+
+    /// Configuration is invalid.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// The database failed or is unreachable. The message is for logs, not for callers.
+    #[error("database error: {0}")]
+    Database(String),
+
+    /// The engine cannot answer safely right now (database unreachable beyond the staleness
+    /// bound, audit log unwritable for a critical decision, shutting down).
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+
+    /// A consistency token is malformed or names another store.
+    #[error("invalid consistency token: {0}")]
+    InvalidToken(String),
+
+    /// A signed media URL failed verification.
+    #[error("media URL rejected: {0}")]
+    MediaUrl(&'static str),
+
+    /// The signing key ring cannot be read or written.
+    #[error("signing keys: {0}")]
+    Keys(String),
+
+    /// The audit log cannot be written or read.
+    #[error("audit log: {0}")]
+    Audit(String),
 }
 
 fn render_diagnostics(diagnostics: &[Diagnostic]) -> String {

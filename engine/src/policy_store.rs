@@ -138,6 +138,10 @@ pub struct PolicyStore {
     warnings: Vec<Diagnostic>,
     sources: StoreSources,
     authorizer: Authorizer,
+    /// The schema's action entities (with their groups), built once per version.
+    action_entities: Vec<cedar_policy::Entity>,
+    /// The namespace all entity types share, if they share one (`Velro`).
+    namespace: Option<String>,
 }
 
 impl PolicyStore {
@@ -332,7 +336,15 @@ impl PolicyStore {
             return Err(invalid(problems));
         }
 
+        let action_entities: Vec<cedar_policy::Entity> = schema
+            .action_entities()
+            .map_err(|e| invalid(vec![Diagnostic::at(SCHEMA_FILE, "", None, e.to_string())]))?
+            .into_iter()
+            .collect();
+        let namespace = common_namespace(&schema);
         Ok(Self {
+            action_entities,
+            namespace,
             name: name.to_owned(),
             version: sources.version(),
             schema,
@@ -388,6 +400,16 @@ impl PolicyStore {
     /// The files this version was built from.
     pub fn sources(&self) -> &StoreSources {
         &self.sources
+    }
+
+    /// The schema's action entities, to add to every request's entities.
+    pub fn action_entities(&self) -> &[cedar_policy::Entity] {
+        &self.action_entities
+    }
+
+    /// The namespace shared by all entity types, used to resolve short type names.
+    pub fn namespace(&self) -> Option<&str> {
+        self.namespace.as_deref()
     }
 
     /// Evaluate one request. This is the only place a decision is made, for the engine and the
@@ -448,6 +470,16 @@ impl PolicyStore {
             forbid_errored: false,
         }
     }
+}
+
+/// The namespace every entity type of `schema` is in, if there is exactly one.
+fn common_namespace(schema: &Schema) -> Option<String> {
+    let mut namespaces = schema.entity_types().map(|t| t.namespace());
+    let first = namespaces.next()?;
+    if first.is_empty() || namespaces.any(|n| n != first) {
+        return None;
+    }
+    Some(first)
 }
 
 fn parse_settings(file: Option<&SourceFile>) -> std::result::Result<StoreSettings, Diagnostic> {

@@ -7,8 +7,12 @@
 )]
 
 mod bad_policies;
+mod cache_tiers;
+mod consistency_property;
+mod decisions;
 mod hot_reload;
 mod policy_suite;
+mod support;
 
 use std::path::{Path, PathBuf};
 
