@@ -1,3 +1,5 @@
-//! `velro-benches`: criterion benches and the `velro-load` load generator (DESIGN §11). Not built
-//! yet: the engine data path (issue 3) and the PDP service (issue 4) add them with their results in
+//! `velro-benches`: criterion benches of the engine (`benches/engine.rs`) and the shared
+//! synthetic-world seeding they use. Results and the commands that produced them are in
 //! `benches/RESULTS.md`.
+
+pub mod world;

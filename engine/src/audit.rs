@@ -14,8 +14,10 @@
 
 mod sink;
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ring::digest;
@@ -26,6 +28,7 @@ use uuid::Uuid;
 pub use sink::{AuditSink, SinkConfig, database_lines, file_path};
 
 use crate::error::{Error, Result};
+use crate::ids::EntityRef;
 
 /// Hash that precedes the first record of a chain.
 pub const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -72,37 +75,37 @@ pub struct AuditRecord {
     pub severity: Severity,
     /// Policy store.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub store: Option<String>,
+    pub store: Option<Arc<str>>,
     /// Store policy version.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub policy_version: Option<String>,
+    pub policy_version: Option<Arc<str>>,
     /// Data revision the decision reflects.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub revision: Option<i64>,
     /// Principal entity.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub principal: Option<String>,
+    pub principal: Option<Subject>,
     /// Action.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub action: Option<String>,
+    pub action: Option<Arc<str>>,
     /// Resource entity.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub resource: Option<String>,
+    pub resource: Option<Subject>,
     /// `allow` or `deny`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub decision: Option<String>,
+    pub decision: Option<Cow<'static, str>>,
     /// Why a deny: `no_permit`, `forbidden`, `not_found`, `invalid`.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub deny_kind: Option<String>,
+    pub deny_kind: Option<Cow<'static, str>>,
     /// Determining policy ids.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
-    pub policies: Vec<String>,
+    pub policies: Vec<Arc<str>>,
     /// Policy evaluation errors.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub errors: Vec<String>,
     /// Cache tier that served the decision.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub cache_tier: Option<String>,
+    pub cache_tier: Option<Cow<'static, str>>,
     /// Evaluation latency in microseconds.
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub latency_us: Option<u64>,
@@ -123,8 +126,13 @@ pub struct AuditRecord {
 impl AuditRecord {
     /// An empty record of `kind` at `time_ms`.
     pub fn new(kind: RecordKind, time_ms: i64) -> Self {
+        Self::with_id(Uuid::now_v7(), kind, time_ms)
+    }
+
+    /// An empty record with a given id (a decision's).
+    pub fn with_id(id: Uuid, kind: RecordKind, time_ms: i64) -> Self {
         Self {
-            id: Uuid::now_v7(),
+            id,
             time_ms,
             kind,
             severity: Severity::Info,
@@ -145,6 +153,36 @@ impl AuditRecord {
             justification: None,
             detail: None,
         }
+    }
+}
+
+/// Who or what a record is about. Velro entities are formatted by the writer, off the request
+/// path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Subject {
+    /// A Velro entity.
+    Entity(EntityRef),
+    /// Anything else, already as text.
+    Text(String),
+}
+
+impl Serialize for Subject {
+    fn serialize<S: serde::Serializer>(
+        &self,
+        serializer: S,
+    ) -> std::result::Result<S::Ok, S::Error> {
+        match self {
+            Self::Entity(e) => serializer.collect_str(e),
+            Self::Text(t) => serializer.serialize_str(t),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Subject {
+    fn deserialize<D: serde::Deserializer<'de>>(
+        deserializer: D,
+    ) -> std::result::Result<Self, D::Error> {
+        String::deserialize(deserializer).map(Self::Text)
     }
 }
 
@@ -369,9 +407,15 @@ impl AuditConfig {
 #[derive(Debug, Clone)]
 pub struct AuditLog {
     tx: mpsc::Sender<Envelope>,
+    /// Wakes the writer at once for durable records; others wait for the next flush tick, so a
+    /// busy PDP does not pay a cross-thread wake-up per decision.
+    urgent: Arc<tokio::sync::Notify>,
     capacity: usize,
     enqueue_timeout: Duration,
 }
+
+/// How often the writer drains the queue when nothing urgent wakes it.
+const FLUSH_INTERVAL: Duration = Duration::from_millis(5);
 
 impl std::fmt::Debug for Envelope {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -389,10 +433,13 @@ impl AuditLog {
         let head = sink.head().await?;
         let (tx, rx) = mpsc::channel(config.queue);
         let batch = config.batch.max(1);
-        let handle = tokio::spawn(async move { write_loop(rx, sink, head, batch).await });
+        let urgent = Arc::new(tokio::sync::Notify::new());
+        let wake = Arc::clone(&urgent);
+        let handle = tokio::spawn(async move { write_loop(rx, wake, sink, head, batch).await });
         Ok((
             Self {
                 tx,
+                urgent,
                 capacity: config.queue,
                 enqueue_timeout: config.enqueue_timeout,
             },
@@ -414,6 +461,7 @@ impl AuditLog {
             ack: Some(ack),
         })
         .await?;
+        self.urgent.notify_one();
         match done.await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(Error::Audit(e)),
@@ -423,6 +471,14 @@ impl AuditLog {
 
     async fn enqueue(&self, envelope: Envelope) -> Result<()> {
         metrics::gauge!("velro_audit_queue_depth").set(self.depth() as f64);
+        // Fast path without a timer; wait (bounded) only when the queue is full.
+        let envelope = match self.tx.try_send(envelope) {
+            Ok(()) => return Ok(()),
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                return Err(Error::Unavailable("the audit log is closed".into()));
+            }
+            Err(mpsc::error::TrySendError::Full(envelope)) => envelope,
+        };
         self.tx
             .send_timeout(envelope, self.enqueue_timeout)
             .await
@@ -457,14 +513,43 @@ impl AuditWriter {
     }
 }
 
+/// Take up to `batch` queued records; `None` once the log is closed and drained.
+fn drain(
+    rx: &mut mpsc::Receiver<Envelope>,
+    pending: &mut Vec<Envelope>,
+    batch: usize,
+) -> Option<()> {
+    while pending.len() < batch {
+        match rx.try_recv() {
+            Ok(envelope) => pending.push(envelope),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => {
+                return (!pending.is_empty()).then_some(());
+            }
+        }
+    }
+    Some(())
+}
+
 async fn write_loop(
     mut rx: mpsc::Receiver<Envelope>,
+    urgent: Arc<tokio::sync::Notify>,
     mut sink: AuditSink,
     mut head: ChainHead,
     batch: usize,
 ) {
     let mut pending: Vec<Envelope> = Vec::with_capacity(batch);
-    while rx.recv_many(&mut pending, batch).await > 0 {
+    loop {
+        if drain(&mut rx, &mut pending, batch).is_none() {
+            break;
+        }
+        if pending.is_empty() {
+            tokio::select! {
+                () = tokio::time::sleep(FLUSH_INTERVAL) => {}
+                () = urgent.notified() => {}
+            }
+            continue;
+        }
         let durable = pending.iter().any(|e| e.ack.is_some());
         let mut lines = Vec::with_capacity(pending.len());
         let start = head.clone();
@@ -532,8 +617,8 @@ mod tests {
 
     fn record(n: i64) -> AuditRecord {
         let mut r = AuditRecord::new(RecordKind::Decision, 1_700_000_000_000 + n);
-        r.principal = Some(format!("Velro::User::\"{n}\""));
-        r.decision = Some("allow".into());
+        r.principal = Some(Subject::Text(format!("Velro::User::\"{n}\"")));
+        r.decision = Some(Cow::Borrowed("allow"));
         r
     }
 

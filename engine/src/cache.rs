@@ -18,7 +18,7 @@ use serde::Serialize;
 
 pub use self::redis::RedisCache;
 use crate::db::Database;
-use crate::entities::{CedarEntities, Facts, load, to_cedar};
+use crate::entities::{Facts, SharedEntity, load, share, to_cedar};
 use crate::error::Result;
 use crate::ids::EntityRef;
 
@@ -53,16 +53,21 @@ impl Tier {
 pub struct Loaded {
     /// The facts.
     pub facts: Facts,
-    /// The Cedar entities built from them.
-    pub cedar: CedarEntities,
+    /// The Cedar entities built from them, shared with every request that uses them.
+    pub cedar: Vec<SharedEntity>,
     /// Data revision applied when the SQL read that produced them began.
     pub read_seq: i64,
+    /// The change counter when the read began (see `Versions::epoch`).
+    pub epoch: u64,
 }
 
 /// Per entity, the highest change revision seen in the change log.
 #[derive(Debug, Clone)]
 pub struct Versions {
     map: moka::sync::Cache<EntityRef, i64>,
+    /// Counts every recorded change: while it has not moved, nothing cached can be stale, and
+    /// per-entity checks can be skipped.
+    epoch: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Versions {
@@ -71,7 +76,13 @@ impl Versions {
     pub fn new(retention: Duration) -> Self {
         Self {
             map: moka::sync::Cache::builder().time_to_live(retention).build(),
+            epoch: Arc::new(std::sync::atomic::AtomicU64::new(0)),
         }
+    }
+
+    /// The change counter now. Read it *before* reading anything that will be cached.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The highest change revision seen for `key` (0 if none within retention).
@@ -84,6 +95,7 @@ impl Versions {
         self.map
             .entry(key)
             .and_upsert_with(|current| current.map_or(rev, |c| (*c.value()).max(rev)));
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
     }
 }
 
@@ -175,10 +187,11 @@ impl EntityCache {
         read_seq: i64,
         trust_caches: bool,
     ) -> Result<(Arc<Loaded>, Tier)> {
-        let version = self.inner.versions.get(&key);
+        let epoch = self.inner.versions.epoch();
         if trust_caches {
             if let Some(hit) = self.inner.l1.get(&key).await {
-                if hit.read_seq >= version {
+                // Unchanged counter: nothing at all changed since the entry was read.
+                if hit.epoch == epoch || hit.read_seq >= self.inner.versions.get(&key) {
                     metrics::counter!("velro_cache_hits_total", "tier" => "l1").increment(1);
                     return Ok((hit, Tier::L1));
                 }
@@ -187,12 +200,13 @@ impl EntityCache {
             metrics::counter!("velro_cache_misses_total", "tier" => "l1").increment(1);
             if let Some(l2) = &self.inner.l2 {
                 if let Some((facts, entry_seq)) = l2.get(key).await
-                    && entry_seq >= version
+                    && entry_seq >= self.inner.versions.get(&key)
                 {
                     let loaded = Arc::new(Loaded {
-                        cedar: to_cedar(&key, &facts)?,
+                        cedar: to_cedar(&key, &facts)?.iter().map(share).collect(),
                         facts,
                         read_seq: entry_seq,
+                        epoch,
                     });
                     self.inner.l1.insert(key, Arc::clone(&loaded)).await;
                     metrics::counter!("velro_cache_hits_total", "tier" => "l2").increment(1);
@@ -204,9 +218,10 @@ impl EntityCache {
         let facts = load(&self.inner.db, key).await?;
         metrics::counter!("velro_cache_hits_total", "tier" => "l3").increment(1);
         let loaded = Arc::new(Loaded {
-            cedar: to_cedar(&key, &facts)?,
+            cedar: to_cedar(&key, &facts)?.iter().map(share).collect(),
             facts: facts.clone(),
             read_seq,
+            epoch,
         });
         self.inner.l1.insert(key, Arc::clone(&loaded)).await;
         if let Some(l2) = &self.inner.l2 {

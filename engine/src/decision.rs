@@ -3,6 +3,7 @@
 //! protobuf and JSON.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -116,9 +117,9 @@ impl DenyKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DeterminingPolicy {
     /// The `@id`.
-    pub id: String,
+    pub id: Arc<str>,
     /// The `@reason`.
-    pub reason: String,
+    pub reason: Arc<str>,
 }
 
 /// The receipt of one decision.
@@ -135,9 +136,9 @@ pub struct Decision {
     /// Policy evaluation errors.
     pub errors: Vec<PolicyError>,
     /// Store name.
-    pub store: String,
+    pub store: Arc<str>,
     /// Store policy version.
-    pub policy_version: String,
+    pub policy_version: Arc<str>,
     /// What the answer reflects.
     pub consistency_token: ConsistencyToken,
     /// The tier that served it.

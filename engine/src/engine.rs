@@ -105,6 +105,8 @@ struct Inner {
     redis: Option<RedisCache>,
     feed: ChangeFeed,
     decisions: DecisionCache,
+    /// Request contexts already parsed against their action's context type.
+    contexts: moka::sync::Cache<(Arc<str>, String, String), cedar_policy::Context>,
     signer: MediaUrlSigner,
     audit: AuditLog,
     violations: ViolationDetector,
@@ -231,6 +233,10 @@ impl Engine {
                 redis,
                 feed,
                 decisions,
+                contexts: moka::sync::Cache::builder()
+                    .max_capacity(10_000)
+                    .time_to_live(Duration::from_secs(600))
+                    .build(),
                 signer,
                 audit,
                 violations,
@@ -328,7 +334,7 @@ impl Engine {
     ) -> Result<()> {
         let mut record = AuditRecord::new(kind, self.inner.clock.now_ms());
         record.detail = Some(detail);
-        record.principal = principal;
+        record.principal = principal.map(crate::audit::Subject::Text);
         self.inner.audit.record(record).await
     }
 

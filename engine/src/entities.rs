@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 pub(crate) use cedar::fixed_entity;
-pub use cedar::{CedarEntities, role_uid, to_cedar, uid};
+pub use cedar::{CedarEntities, SharedEntity, role_uid, share, to_cedar, uid};
 pub use sql::load;
 
 use crate::ids::{EntityKind, EntityRef, GenerationStatus, LinkCap, TeamRole, Visibility};

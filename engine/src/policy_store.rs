@@ -11,10 +11,11 @@ mod sources;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, RwLock};
 
 use cedar_policy::{
-    Authorizer, Effect, Entities, Policy, PolicyId, PolicySet, Request, Schema, ValidationMode,
-    Validator,
+    ActionConstraint, Authorizer, Effect, Entities, EntityTypeName, EntityUid, Policy, PolicyId,
+    PolicySet, PrincipalConstraint, Request, ResourceConstraint, Schema, ValidationMode, Validator,
 };
 use serde::{Deserialize, Serialize};
 
@@ -76,9 +77,9 @@ impl StoreSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyInfo {
     /// The `@id`.
-    pub id: String,
+    pub id: Arc<str>,
     /// The `@reason`.
-    pub reason: String,
+    pub reason: Arc<str>,
     /// `permit` or `forbid`.
     pub effect: PolicyEffect,
     /// File the policy is in.
@@ -131,6 +132,8 @@ pub struct PolicyError {
 pub struct PolicyStore {
     name: String,
     version: String,
+    shared_name: Arc<str>,
+    shared_version: Arc<str>,
     schema: Schema,
     policies: PolicySet,
     info: BTreeMap<String, PolicyInfo>,
@@ -140,6 +143,14 @@ pub struct PolicyStore {
     authorizer: Authorizer,
     /// The schema's action entities (with their groups), built once per version.
     action_entities: Vec<cedar_policy::Entity>,
+    /// The same, by uid, as shareable Cedar-core entities for assembling request entities.
+    action_index: HashMap<EntityUid, Arc<cedar_policy_core::ast::Entity>>,
+    /// Actions by id text (`project:view`), with the text shared for receipts and cache keys.
+    action_names: HashMap<String, (EntityUid, Arc<str>)>,
+    /// Per action: the principal and resource types it applies to.
+    applies_to: HashMap<EntityUid, (Vec<EntityTypeName>, Vec<EntityTypeName>)>,
+    /// Per (principal type, action, resource type): the policies whose scope can match.
+    applicable: RwLock<HashMap<ScopeKey, Arc<PolicySet>>>,
     /// The namespace all entity types share, if they share one (`Velro`).
     namespace: Option<String>,
 }
@@ -279,8 +290,8 @@ impl PolicyStore {
                 info.insert(
                     id.to_owned(),
                     PolicyInfo {
-                        id: id.to_owned(),
-                        reason,
+                        id: Arc::from(id),
+                        reason: Arc::from(reason.as_str()),
                         effect,
                         file: file.name.clone(),
                         line,
@@ -342,11 +353,46 @@ impl PolicyStore {
             .into_iter()
             .collect();
         let namespace = common_namespace(&schema);
+        let action_index = action_entities
+            .iter()
+            .map(|e| {
+                let ast: &cedar_policy_core::ast::Entity = e.as_ref();
+                (e.uid(), Arc::new(ast.clone()))
+            })
+            .collect();
+        let action_names = schema
+            .actions()
+            .map(|a| {
+                let name = a.id().unescaped();
+                (name.to_owned(), (a.clone(), Arc::from(name)))
+            })
+            .collect();
+        let applies_to = schema
+            .actions()
+            .map(|a| {
+                let principals = schema
+                    .principals_for_action(a)
+                    .map(|it| it.cloned().collect())
+                    .unwrap_or_default();
+                let resources = schema
+                    .resources_for_action(a)
+                    .map(|it| it.cloned().collect())
+                    .unwrap_or_default();
+                (a.clone(), (principals, resources))
+            })
+            .collect();
+        let version = sources.version();
         Ok(Self {
+            shared_name: Arc::from(name),
+            shared_version: Arc::from(version.as_str()),
+            action_names,
+            applies_to,
+            action_index,
+            applicable: RwLock::new(HashMap::new()),
             action_entities,
             namespace,
             name: name.to_owned(),
-            version: sources.version(),
+            version,
             schema,
             policies,
             info,
@@ -360,6 +406,16 @@ impl PolicyStore {
     /// Store name (its folder name).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The name, shared (for receipts and cache keys).
+    pub fn shared_name(&self) -> Arc<str> {
+        Arc::clone(&self.shared_name)
+    }
+
+    /// The version, shared.
+    pub fn shared_version(&self) -> Arc<str> {
+        Arc::clone(&self.shared_version)
     }
 
     /// Content hash of the files this version was built from.
@@ -407,6 +463,69 @@ impl PolicyStore {
         &self.action_entities
     }
 
+    /// The action named `id` (`project:view`), if the schema declares it.
+    pub fn action_named(&self, id: &str) -> Option<(&EntityUid, &Arc<str>)> {
+        self.action_names.get(id).map(|(uid, name)| (uid, name))
+    }
+
+    /// Whether `action` applies to a principal of type `principal` and a resource of type
+    /// `resource` (the schema's `appliesTo`).
+    pub fn applies_to(
+        &self,
+        action: &EntityUid,
+        principal: &EntityTypeName,
+        resource: &EntityTypeName,
+    ) -> bool {
+        self.applies_to
+            .get(action)
+            .is_some_and(|(p, r)| p.contains(principal) && r.contains(resource))
+    }
+
+    /// The action entity `uid` (with its transitively closed groups), if the schema declares it.
+    pub fn action_entity(&self, uid: &EntityUid) -> Option<&Arc<cedar_policy_core::ast::Entity>> {
+        self.action_index.get(uid)
+    }
+
+    /// The policies whose scope can match a request of these types and action: the others are
+    /// false for it without evaluating their conditions, so leaving them out changes no decision,
+    /// reason or error. Built once per combination and shared.
+    pub fn applicable(
+        &self,
+        principal_type: &EntityTypeName,
+        action: &EntityUid,
+        resource_type: &EntityTypeName,
+    ) -> Arc<PolicySet> {
+        let key = (
+            principal_type.clone(),
+            action.clone(),
+            resource_type.clone(),
+        );
+        if let Some(hit) = self
+            .applicable
+            .read()
+            .ok()
+            .and_then(|map| map.get(&key).cloned())
+        {
+            return hit;
+        }
+        let groups: Vec<EntityUid> = self
+            .action_index
+            .get(action)
+            .map(|e| e.ancestors().map(|a| EntityUid::from(a.clone())).collect())
+            .unwrap_or_default();
+        let subset = self
+            .policies
+            .policies()
+            .filter(|p| scope_may_match(p, principal_type, action, &groups, resource_type))
+            .cloned();
+        let set =
+            Arc::new(PolicySet::from_policies(subset).unwrap_or_else(|_| self.policies.clone()));
+        if let Ok(mut map) = self.applicable.write() {
+            map.insert(key, Arc::clone(&set));
+        }
+        set
+    }
+
     /// The namespace shared by all entity types, used to resolve short type names.
     pub fn namespace(&self) -> Option<&str> {
         self.namespace.as_deref()
@@ -416,9 +535,12 @@ impl PolicyStore {
     /// policy test runner alike. Cedar skips a policy that fails to evaluate; for a `forbid` that
     /// would fail open, so here a forbid that errors denies the request.
     pub fn authorize(&self, request: &Request, entities: &Entities) -> Evaluation {
-        let response = self
-            .authorizer
-            .is_authorized(request, &self.policies, entities);
+        let subset = match (request.principal(), request.action(), request.resource()) {
+            (Some(p), Some(a), Some(r)) => Some(self.applicable(p.type_name(), a, r.type_name())),
+            _ => None,
+        };
+        let policies = subset.as_deref().unwrap_or(&self.policies);
+        let response = self.authorizer.is_authorized(request, policies, entities);
         let errors: Vec<PolicyError> = response
             .diagnostics()
             .errors()
@@ -470,6 +592,36 @@ impl PolicyStore {
             forbid_errored: false,
         }
     }
+}
+
+type ScopeKey = (EntityTypeName, EntityUid, EntityTypeName);
+
+/// Whether `policy`'s scope can be satisfied by a request with these types and this action
+/// (whose action groups are `groups`). Only provable mismatches return false; constraints that
+/// depend on entity data (`principal in …`) are kept.
+fn scope_may_match(
+    policy: &Policy,
+    principal_type: &EntityTypeName,
+    action: &EntityUid,
+    groups: &[EntityUid],
+    resource_type: &EntityTypeName,
+) -> bool {
+    let action_ok = match policy.action_constraint() {
+        ActionConstraint::Any => true,
+        ActionConstraint::Eq(a) => a == *action,
+        ActionConstraint::In(list) => list.iter().any(|a| a == action || groups.contains(a)),
+    };
+    let principal_ok = match policy.principal_constraint() {
+        PrincipalConstraint::Any | PrincipalConstraint::In(_) => true,
+        PrincipalConstraint::Eq(uid) => uid.type_name() == principal_type,
+        PrincipalConstraint::Is(t) | PrincipalConstraint::IsIn(t, _) => t == *principal_type,
+    };
+    let resource_ok = match policy.resource_constraint() {
+        ResourceConstraint::Any | ResourceConstraint::In(_) => true,
+        ResourceConstraint::Eq(uid) => uid.type_name() == resource_type,
+        ResourceConstraint::Is(t) | ResourceConstraint::IsIn(t, _) => t == *resource_type,
+    };
+    action_ok && principal_ok && resource_ok
 }
 
 /// The namespace every entity type of `schema` is in, if there is exactly one.

@@ -221,6 +221,11 @@ impl ViolationDetector {
         }
     }
 
+    /// Whether lockouts are configured at all (callers can skip naming the principal otherwise).
+    pub fn lockouts_enabled(&self) -> bool {
+        !self.config.lockout.is_zero()
+    }
+
     /// Whether `principal` is locked out now.
     pub async fn locked_out(&self, principal: &str) -> bool {
         if self.config.lockout.is_zero() {

@@ -1,6 +1,11 @@
 //! `Engine::check` and `Engine::batch_check`: validate, choose freshness, try the decision cache,
 //! load the slice, evaluate, write the receipt, audit (DESIGN §6 steps 1–7).
+//!
+//! Validation is split so that a decision-cache hit costs only what identifies the question
+//! (ids, action, context text): the context is parsed against the schema, and the Cedar request
+//! built, only when Cedar has to evaluate.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -9,9 +14,9 @@ use serde_json::Value;
 
 use super::Engine;
 use super::decision_cache::{CachedDecision, DecisionKey};
-use super::slice::{Memo, SliceLoader, context_entities};
+use super::slice::{Memo, SliceLoader, context_entities, request_entities};
 use crate::PolicyStore;
-use crate::audit::{AuditRecord, RecordKind, Severity, truncate_ip};
+use crate::audit::{AuditRecord, RecordKind, Severity, Subject, truncate_ip};
 use crate::cache::Tier;
 use crate::consistency::{Consistency, ConsistencyToken};
 use crate::decision::{CheckRequest, Decision, DenyKind, DeterminingPolicy, EntityInput};
@@ -25,18 +30,34 @@ const MAX_JUSTIFICATION: usize = 1024;
 /// Longest entity id accepted for stores without a database.
 const MAX_ID_LEN: usize = 256;
 
-/// A validated request.
-pub(super) struct Prepared {
+/// What identifies a request (cheap to compute; enough for a decision-cache lookup).
+pub(super) struct Identified {
     pub principal: EntityUid,
     pub action: EntityUid,
+    /// The action's id text (`project:view`), shared.
+    pub action_name: Arc<str>,
     pub resource: EntityUid,
     /// Velro references (stores backed by the database only).
     pub refs: Option<(EntityRef, EntityRef)>,
-    pub request: Request,
-    /// The caller's context as canonical JSON (decision-cache key).
+    /// The caller's context as canonical JSON.
     pub context_key: String,
-    pub context_entities: Vec<EntityRef>,
     pub justification: Option<String>,
+}
+
+impl Identified {
+    /// The principal as text for logs, audit and violation windows (cheap for Velro entities).
+    pub fn subject(&self) -> String {
+        match self.refs {
+            Some((principal, _)) => principal.to_string(),
+            None => self.principal.to_string(),
+        }
+    }
+}
+
+/// A request ready for Cedar.
+pub(super) struct Prepared {
+    pub request: Request,
+    pub context_entities: Vec<EntityRef>,
     /// Entities supplied with the request (stores without a database).
     pub supplied: Option<Entities>,
 }
@@ -71,27 +92,21 @@ fn entity_uid(store: &PolicyStore, input: &EntityInput) -> Result<EntityUid> {
     ))
 }
 
-/// The action uid, which must be declared by the store's schema.
-pub(super) fn action_uid(store: &PolicyStore, action: &str) -> Result<EntityUid> {
-    let text = if action.contains("::\"") {
-        action.to_owned()
-    } else {
-        let escaped = action.replace('\\', "\\\\").replace('"', "\\\"");
-        match store.namespace() {
-            Some(ns) => format!("{ns}::Action::\"{escaped}\""),
-            None => format!("Action::\"{escaped}\""),
-        }
-    };
-    let uid: EntityUid = text
-        .parse()
-        .map_err(|_| Error::InvalidRequest(format!("invalid action `{}`", shorten(action))))?;
-    if !store.schema().actions().any(|a| *a == uid) {
-        return Err(Error::InvalidRequest(format!(
-            "unknown action `{}`",
-            shorten(action)
-        )));
+/// The action uid, which must be declared by the store's schema: `project:view`, or the full
+/// `Velro::Action::"project:view"`.
+pub(super) fn action_uid(store: &PolicyStore, action: &str) -> Result<(EntityUid, Arc<str>)> {
+    let unknown = || Error::InvalidRequest(format!("unknown action `{}`", shorten(action)));
+    if let Some((uid, name)) = store.action_named(action) {
+        return Ok((uid.clone(), Arc::clone(name)));
     }
-    Ok(uid)
+    if !action.contains("::\"") {
+        return Err(unknown());
+    }
+    let uid: EntityUid = action.parse().map_err(|_| unknown())?;
+    match store.action_named(uid.id().unescaped()) {
+        Some((known, name)) if *known == uid => Ok((uid, Arc::clone(name))),
+        _ => Err(unknown()),
+    }
 }
 
 /// User input echoed in errors is cut short.
@@ -104,12 +119,15 @@ pub(super) fn shorten(text: &str) -> String {
 }
 
 impl Engine {
-    /// Validate a request against the store (step 1).
-    pub(super) fn prepare(&self, store: &PolicyStore, request: &CheckRequest) -> Result<Prepared> {
+    /// Step 1a: identify the question and validate everything but the context's shape.
+    pub(super) fn identify(
+        &self,
+        store: &PolicyStore,
+        request: &CheckRequest,
+    ) -> Result<Identified> {
         let config = &self.inner.config;
-        let sql_store = self.is_sql_store(store);
-        let action = action_uid(store, &request.action)?;
-        let (principal, resource, refs) = if sql_store {
+        let (action, action_name) = action_uid(store, &request.action)?;
+        let (principal, resource, refs) = if self.is_sql_store(store) {
             let p = EntityRef::parse(&request.principal.type_name, &request.principal.id)?;
             let r = EntityRef::parse(&request.resource.type_name, &request.resource.id)?;
             (
@@ -124,6 +142,14 @@ impl Engine {
                 None,
             )
         };
+        if !store.applies_to(&action, principal.type_name(), resource.type_name()) {
+            return Err(Error::InvalidRequest(format!(
+                "action `{}` does not apply to a {} acting on a {}",
+                shorten(&request.action),
+                principal.type_name().basename(),
+                resource.type_name().basename()
+            )));
+        }
         let context_key = serde_json::to_string(&request.context)
             .map_err(|_| Error::InvalidRequest("context is not valid JSON".into()))?;
         if context_key.len() > config.max_context_bytes {
@@ -131,6 +157,11 @@ impl Engine {
                 "context is larger than {} bytes",
                 config.max_context_bytes
             )));
+        }
+        if refs.is_some() && request.context.contains_key("emergency") {
+            return Err(Error::InvalidRequest(
+                "`emergency` is set by the PDP, not by callers".into(),
+            ));
         }
         let justification = match &request.justification {
             Some(j) if j.chars().count() > MAX_JUSTIFICATION => {
@@ -141,24 +172,38 @@ impl Engine {
             Some(j) if !j.trim().is_empty() => Some(j.trim().to_owned()),
             _ => None,
         };
+        Ok(Identified {
+            principal,
+            action,
+            action_name,
+            resource,
+            refs,
+            context_key,
+            justification,
+        })
+    }
+
+    /// Step 1b: parse the context against the schema and build the Cedar request.
+    pub(super) fn complete(
+        &self,
+        store: &PolicyStore,
+        request: &CheckRequest,
+        id: &Identified,
+    ) -> Result<Prepared> {
+        let sql_store = id.refs.is_some();
         let mut context_json = request.context.clone();
         let supplied = if sql_store {
-            if context_json.contains_key("emergency") {
-                return Err(Error::InvalidRequest(
-                    "`emergency` is set by the PDP, not by callers".into(),
-                ));
-            }
             if request.entities.is_some() {
                 return Err(Error::InvalidRequest(format!(
                     "store `{}` loads its entities from the database; do not send entities",
                     store.name()
                 )));
             }
-            let text = justification.clone().unwrap_or_default();
+            let text = id.justification.clone().unwrap_or_default();
             context_json.insert(
                 "emergency".into(),
                 serde_json::json!({
-                    "enabled": config.emergency_mode,
+                    "enabled": self.inner.config.emergency_mode,
                     "justification": text,
                     "justification_length": text.chars().count(),
                 }),
@@ -177,30 +222,42 @@ impl Engine {
         } else {
             Vec::new()
         };
-        let context =
-            Context::from_json_value(Value::Object(context_json), Some((store.schema(), &action)))
-                .map_err(|e| {
-                    Error::InvalidRequest(format!("context does not match the schema: {e}"))
-                })?;
+        let context = self.context(store, &id.action, context_json)?;
+        // Types were checked against the action's `appliesTo` in `identify`.
         let cedar_request = Request::new(
-            principal.clone(),
-            action.clone(),
-            resource.clone(),
+            id.principal.clone(),
+            id.action.clone(),
+            id.resource.clone(),
             context,
-            Some(store.schema()),
+            None,
         )
         .map_err(|e| Error::InvalidRequest(format!("request does not match the schema: {e}")))?;
         Ok(Prepared {
-            principal,
-            action,
-            resource,
-            refs,
             request: cedar_request,
-            context_key,
             context_entities,
-            justification,
             supplied,
         })
+    }
+
+    /// The context, parsed against the action's context type; parsed contexts are reused.
+    fn context(
+        &self,
+        store: &PolicyStore,
+        action: &EntityUid,
+        json: serde_json::Map<String, Value>,
+    ) -> Result<Context> {
+        let text = serde_json::to_string(&json)
+            .map_err(|_| Error::InvalidRequest("context is not valid JSON".into()))?;
+        let key = (Arc::<str>::from(store.version()), action.to_string(), text);
+        if let Some(hit) = self.inner.contexts.get(&key) {
+            return Ok(hit);
+        }
+        let context = Context::from_json_value(Value::Object(json), Some((store.schema(), action)))
+            .map_err(|e| {
+                Error::InvalidRequest(format!("context does not match the schema: {e}"))
+            })?;
+        self.inner.contexts.insert(key, context.clone());
+        Ok(context)
     }
 
     /// Decide one request.
@@ -229,74 +286,78 @@ impl Engine {
     async fn check_with(&self, request: &CheckRequest, memo: &mut Memo) -> Result<Decision> {
         let started = Instant::now();
         let store = self.store(request.store.as_deref())?;
-        let prepared = match self.prepare(&store, request) {
-            Ok(prepared) => prepared,
-            Err(e) => {
-                metrics::counter!("velro_invalid_requests_total").increment(1);
-                let principal = format!("{}:{}", request.principal.type_name, request.principal.id);
-                self.note_offence(Some(shorten(&principal)), request, Offence::Invalid)
-                    .await;
-                return Err(e);
-            }
+        let id = match self.identify(&store, request) {
+            Ok(id) => id,
+            Err(e) => return Err(self.invalid(request, e).await),
         };
-        let principal_text = prepared.principal.to_string();
 
-        if self.inner.violations.locked_out(&principal_text).await {
-            let decision =
-                self.deny_without_evaluation(&store, &prepared, DenyKind::LockedOut, started);
-            self.audit_decision(&store, &prepared, &decision, request, Severity::Warning)
+        if self.inner.violations.lockouts_enabled()
+            && self.inner.violations.locked_out(&id.subject()).await
+        {
+            let decision = self.receipt_without_evaluation(
+                &store,
+                DenyKind::LockedOut,
+                self.inner.feed.low_water(),
+                Tier::L1,
+                started,
+            );
+            self.audit_decision(&store, &id, &decision, request, Severity::Warning)
                 .await?;
             return Ok(decision);
         }
 
+        // Before anything is read: see `CachedDecision::epoch`.
+        let epoch = self.inner.cache.versions().epoch();
         let (trust_caches, revision) = self.freshness(&store, &request.consistency).await?;
         let token = ConsistencyToken::new(store.name(), Some(store.version()), revision);
 
-        let Some((principal, resource)) = prepared.refs else {
+        let Some((principal, resource)) = id.refs else {
             // A store without a database: the request carries its entities.
+            let prepared = match self.complete(&store, request, &id) {
+                Ok(p) => p,
+                Err(e) => return Err(self.invalid(request, e).await),
+            };
             let entities = prepared.supplied.clone().unwrap_or_else(Entities::empty);
             let entities = entities
                 .add_entities(store.action_entities().iter().cloned(), None)
                 .map_err(|e| Error::InvalidRequest(format!("entities: {e}")))?;
-            let evaluated = self.evaluate(&store, &prepared, &entities, token, Tier::L1, started);
-            return self.finish(&store, &prepared, &evaluated, request).await;
+            let evaluated =
+                self.evaluate(&store, &id, &prepared, &entities, token, Tier::L1, started);
+            return self.finish(&store, &id, evaluated, request).await;
         };
 
         let emergency = self.inner.config.emergency_mode;
+        let use_decision_cache = trust_caches && !emergency;
         let key = DecisionKey {
-            store: Arc::from(store.name()),
-            policy_version: Arc::from(store.version()),
+            store: store.shared_name(),
+            policy_version: store.shared_version(),
             principal,
-            action: Arc::from(prepared.action.id().unescaped()),
+            action: Arc::clone(&id.action_name),
             resource,
-            context: prepared.context_key.clone(),
+            context: id.context_key.clone(),
         };
-        if trust_caches
-            && !emergency
-            && let Some(hit) = self.inner.decisions.get(&key)
-        {
+        if use_decision_cache && let Some(hit) = self.inner.decisions.get(&key) {
             let decision = Decision {
                 id: uuid::Uuid::now_v7(),
                 allowed: hit.allowed,
                 deny_kind: hit.deny_kind,
                 policies: hit.policies.clone(),
                 errors: Vec::new(),
-                store: store.name().to_owned(),
-                policy_version: store.version().to_owned(),
+                store: store.shared_name(),
+                policy_version: store.shared_version(),
                 consistency_token: token,
                 cache_tier: Tier::Decision,
                 eval_us: elapsed_us(started),
             };
-            self.finish(
-                &store,
-                &prepared,
-                &(decision.clone(), Severity::Info, false),
-                request,
-            )
-            .await?;
-            return Ok(decision);
+            return self
+                .finish(&store, &id, (decision, Severity::Info, false), request)
+                .await;
         }
 
+        let prepared = match self.complete(&store, request, &id) {
+            Ok(p) => p,
+            Err(e) => return Err(self.invalid(request, e).await),
+        };
         let mut loader = SliceLoader {
             cache: &self.inner.cache,
             read_seq: revision,
@@ -310,11 +371,14 @@ impl Engine {
             .map_err(super::unavailable)?;
         let tier = slice.tier.unwrap_or(Tier::L1);
         if !slice.principal_exists || !slice.resource_exists {
-            let mut decision =
-                self.deny_without_evaluation(&store, &prepared, DenyKind::NotFound, started);
-            decision.consistency_token = token;
-            decision.cache_tier = tier;
-            if trust_caches && !emergency {
+            let decision = self.receipt_without_evaluation(
+                &store,
+                DenyKind::NotFound,
+                revision,
+                tier,
+                started,
+            );
+            if use_decision_cache {
                 self.inner.decisions.insert(
                     key,
                     CachedDecision {
@@ -322,29 +386,18 @@ impl Engine {
                         deny_kind: Some(DenyKind::NotFound),
                         policies: Vec::new(),
                         deps: slice.deps,
+                        epoch,
                     },
                 );
             }
-            self.finish(
-                &store,
-                &prepared,
-                &(decision.clone(), Severity::Info, false),
-                request,
-            )
-            .await?;
-            return Ok(decision);
+            return self
+                .finish(&store, &id, (decision, Severity::Info, false), request)
+                .await;
         }
-        let entities = Entities::from_entities(
-            slice
-                .entities
-                .into_iter()
-                .chain(store.action_entities().iter().cloned()),
-            None,
-        )
-        .map_err(|e| Error::Database(format!("inconsistent entity slice: {e}")))?;
-        let evaluated = self.evaluate(&store, &prepared, &entities, token, tier, started);
+        let entities = request_entities(slice.entities, store.action_entity(&id.action))?;
+        let evaluated = self.evaluate(&store, &id, &prepared, &entities, token, tier, started);
         let (decision, _, cacheable) = &evaluated;
-        if *cacheable && trust_caches && !emergency {
+        if *cacheable && use_decision_cache {
             self.inner.decisions.insert(
                 key,
                 CachedDecision {
@@ -352,10 +405,22 @@ impl Engine {
                     deny_kind: decision.deny_kind,
                     policies: decision.policies.clone(),
                     deps: slice.deps,
+                    epoch,
                 },
             );
         }
-        self.finish(&store, &prepared, &evaluated, request).await
+        self.finish(&store, &id, evaluated, request).await
+    }
+
+    /// Count an invalid request as a possible probe and hand the error back.
+    async fn invalid(&self, request: &CheckRequest, error: Error) -> Error {
+        if matches!(error, Error::InvalidRequest(_)) {
+            metrics::counter!("velro_invalid_requests_total").increment(1);
+            let principal = format!("{}:{}", request.principal.type_name, request.principal.id);
+            self.note_offence(Some(shorten(&principal)), request, Offence::Invalid)
+                .await;
+        }
+        error
     }
 
     /// Whether caches may answer, and the data revision the answer reflects (step 2).
@@ -389,11 +454,12 @@ impl Engine {
         }
     }
 
-    fn deny_without_evaluation(
+    fn receipt_without_evaluation(
         &self,
         store: &PolicyStore,
-        _prepared: &Prepared,
         kind: DenyKind,
+        revision: i64,
+        tier: Tier,
         started: Instant,
     ) -> Decision {
         Decision {
@@ -402,23 +468,21 @@ impl Engine {
             deny_kind: Some(kind),
             policies: Vec::new(),
             errors: Vec::new(),
-            store: store.name().to_owned(),
-            policy_version: store.version().to_owned(),
-            consistency_token: ConsistencyToken::new(
-                store.name(),
-                Some(store.version()),
-                self.inner.feed.low_water(),
-            ),
-            cache_tier: Tier::L1,
+            store: store.shared_name(),
+            policy_version: store.shared_version(),
+            consistency_token: ConsistencyToken::new(store.name(), Some(store.version()), revision),
+            cache_tier: tier,
             eval_us: elapsed_us(started),
         }
     }
 
     /// Evaluate with Cedar (step 5) and build the receipt (step 6). Returns the decision, its
     /// audit severity, and whether it may be cached.
+    #[expect(clippy::too_many_arguments, reason = "the parts of one decision")]
     fn evaluate(
         &self,
         store: &PolicyStore,
+        id: &Identified,
         prepared: &Prepared,
         entities: &Entities,
         token: ConsistencyToken,
@@ -429,17 +493,20 @@ impl Engine {
         let infos: Vec<_> = evaluation
             .determining
             .iter()
-            .filter_map(|id| store.policy(id))
+            .filter_map(|policy| store.policy(policy))
             .collect();
         let policies = evaluation
             .determining
             .iter()
-            .map(|id| DeterminingPolicy {
-                id: id.clone(),
-                reason: store
-                    .policy(id)
-                    .map(|p| p.reason.clone())
-                    .unwrap_or_default(),
+            .map(|policy| match store.policy(policy) {
+                Some(info) => DeterminingPolicy {
+                    id: Arc::clone(&info.id),
+                    reason: Arc::clone(&info.reason),
+                },
+                None => DeterminingPolicy {
+                    id: Arc::from(policy.as_str()),
+                    reason: Arc::from(""),
+                },
             })
             .collect();
         let deny_kind = if evaluation.allowed {
@@ -453,22 +520,21 @@ impl Engine {
         let never_cache = infos.iter().any(|p| p.never_cache);
         let severity = if critical {
             Severity::Critical
-        } else if prepared.justification.is_some() {
+        } else if id.justification.is_some() {
             Severity::Warning
         } else {
             Severity::Info
         };
         let cacheable = evaluation.errors.is_empty() && !never_cache && !critical;
-        let errors: Vec<PolicyError> = evaluation.errors;
         (
             Decision {
                 id: uuid::Uuid::now_v7(),
                 allowed: evaluation.allowed,
                 deny_kind,
                 policies,
-                errors,
-                store: store.name().to_owned(),
-                policy_version: store.version().to_owned(),
+                errors: evaluation.errors,
+                store: store.shared_name(),
+                policy_version: store.shared_version(),
                 consistency_token: token,
                 cache_tier: tier,
                 eval_us: elapsed_us(started),
@@ -483,20 +549,19 @@ impl Engine {
     async fn finish(
         &self,
         store: &PolicyStore,
-        prepared: &Prepared,
-        evaluated: &(Decision, Severity, bool),
+        id: &Identified,
+        evaluated: (Decision, Severity, bool),
         request: &CheckRequest,
     ) -> Result<Decision> {
-        let (decision, severity, _) = evaluated;
-        let mut decision = decision.clone();
+        let (mut decision, severity, _) = evaluated;
         let outcome = if decision.allowed { "allow" } else { "deny" };
         metrics::counter!("velro_decisions_total", "outcome" => outcome, "tier" => decision.cache_tier.as_str())
             .increment(1);
         metrics::histogram!("velro_decision_latency_us", "tier" => decision.cache_tier.as_str())
             .record(decision.eval_us as f64);
 
-        if *severity == Severity::Critical {
-            let record = self.decision_record(store, prepared, &decision, request, *severity);
+        if severity == Severity::Critical {
+            let record = self.decision_record(store, id, &decision, request, severity);
             if let Err(e) = self.inner.audit.record_durably(record).await {
                 tracing::error!(
                     error = %e,
@@ -513,16 +578,12 @@ impl Engine {
                 return Ok(decision);
             }
         } else {
-            self.audit_decision(store, prepared, &decision, request, *severity)
+            self.audit_decision(store, id, &decision, request, severity)
                 .await?;
         }
         if !decision.allowed {
-            self.note_offence(
-                Some(prepared.principal.to_string()),
-                request,
-                Offence::Denied,
-            )
-            .await;
+            self.note_offence(Some(id.subject()), request, Offence::Denied)
+                .await;
         }
         Ok(decision)
     }
@@ -530,45 +591,59 @@ impl Engine {
     fn decision_record(
         &self,
         store: &PolicyStore,
-        prepared: &Prepared,
+        id: &Identified,
         decision: &Decision,
         request: &CheckRequest,
         severity: Severity,
     ) -> AuditRecord {
-        let mut record = AuditRecord::new(RecordKind::Decision, self.inner.clock.now_ms());
-        record.id = decision.id;
+        let mut record =
+            AuditRecord::with_id(decision.id, RecordKind::Decision, self.inner.clock.now_ms());
         record.severity = severity;
-        record.store = Some(store.name().to_owned());
-        record.policy_version = Some(store.version().to_owned());
+        record.store = Some(store.shared_name());
+        record.policy_version = Some(store.shared_version());
         record.revision = Some(decision.consistency_token.revision);
-        record.principal = Some(prepared.principal.to_string());
-        record.action = Some(prepared.action.id().unescaped().to_owned());
-        record.resource = Some(prepared.resource.to_string());
-        record.decision = Some(if decision.allowed { "allow" } else { "deny" }.into());
-        record.deny_kind = decision.deny_kind.map(|k| k.as_str().to_owned());
-        record.policies = decision.policies.iter().map(|p| p.id.clone()).collect();
+        record.principal = Some(match id.refs {
+            Some((principal, _)) => Subject::Entity(principal),
+            None => Subject::Text(id.principal.to_string()),
+        });
+        record.action = Some(Arc::clone(&id.action_name));
+        record.resource = Some(match id.refs {
+            Some((_, resource)) => Subject::Entity(resource),
+            None => Subject::Text(id.resource.to_string()),
+        });
+        record.decision = Some(Cow::Borrowed(if decision.allowed {
+            "allow"
+        } else {
+            "deny"
+        }));
+        record.deny_kind = decision.deny_kind.map(|k| Cow::Borrowed(k.as_str()));
+        record.policies = decision
+            .policies
+            .iter()
+            .map(|p| Arc::clone(&p.id))
+            .collect();
         record.errors = decision
             .errors
             .iter()
             .map(|e| format!("{}: {}", e.policy_id, e.message))
             .collect();
-        record.cache_tier = Some(decision.cache_tier.as_str().to_owned());
+        record.cache_tier = Some(Cow::Borrowed(decision.cache_tier.as_str()));
         record.latency_us = Some(decision.eval_us);
         record.request_id = request.caller.request_id.clone();
         record.client_ip = request.caller.client_ip.map(truncate_ip);
-        record.justification = prepared.justification.clone();
+        record.justification = id.justification.clone();
         record
     }
 
     async fn audit_decision(
         &self,
         store: &PolicyStore,
-        prepared: &Prepared,
+        id: &Identified,
         decision: &Decision,
         request: &CheckRequest,
         severity: Severity,
     ) -> Result<()> {
-        let record = self.decision_record(store, prepared, decision, request, severity);
+        let record = self.decision_record(store, id, decision, request, severity);
         self.inner.audit.record(record).await
     }
 
@@ -597,7 +672,7 @@ impl Engine {
             let mut record =
                 AuditRecord::new(RecordKind::SecurityViolation, self.inner.clock.now_ms());
             record.severity = Severity::Critical;
-            record.principal = principal.clone();
+            record.principal = principal.clone().map(Subject::Text);
             record.client_ip = request.caller.client_ip.map(truncate_ip);
             record.request_id = request.caller.request_id.clone();
             record.detail = Some(format!(

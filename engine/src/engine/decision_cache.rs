@@ -29,6 +29,9 @@ pub(super) struct CachedDecision {
     pub policies: Vec<DeterminingPolicy>,
     /// (entity, `read_seq` of the facts used): valid while no change is newer.
     pub deps: Vec<(EntityRef, i64)>,
+    /// The change counter read before the facts were: if it has not moved, no dependency
+    /// changed either.
+    pub epoch: u64,
 }
 
 #[derive(Debug)]
@@ -51,10 +54,11 @@ impl DecisionCache {
     /// A still-valid answer for `key`.
     pub fn get(&self, key: &DecisionKey) -> Option<Arc<CachedDecision>> {
         let hit = self.cache.get(key)?;
-        if hit
-            .deps
-            .iter()
-            .all(|(entity, read_seq)| self.versions.get(entity) <= *read_seq)
+        if hit.epoch == self.versions.epoch()
+            || hit
+                .deps
+                .iter()
+                .all(|(entity, read_seq)| self.versions.get(entity) <= *read_seq)
         {
             Some(hit)
         } else {

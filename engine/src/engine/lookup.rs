@@ -9,13 +9,14 @@
 //! silently. A policy that grants through a relationship not listed here needs a candidate query
 //! added here too (the brute-force test in `tests/it` guards the velro store).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use sqlx::Row;
 
 use super::Engine;
 use super::slice::Memo;
-use crate::audit::{AuditRecord, RecordKind, truncate_ip};
+use crate::audit::{AuditRecord, RecordKind, Subject, truncate_ip};
 use crate::consistency::ConsistencyToken;
 use crate::db::db_error;
 use crate::decision::{CheckRequest, EntityInput, LookupPage, LookupRequest};
@@ -68,7 +69,7 @@ impl Engine {
                 ))
             })?;
         let principal = EntityRef::parse(&request.principal.type_name, &request.principal.id)?;
-        super::check::action_uid(&store, &request.action)?;
+        let _ = super::check::action_uid(&store, &request.action)?;
         let limit = request.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(Error::InvalidRequest(format!(
@@ -154,12 +155,12 @@ impl Engine {
             consistency_token: ConsistencyToken::new(store.name(), Some(store.version()), revision),
         };
         let mut record = AuditRecord::new(RecordKind::Decision, self.inner.clock.now_ms());
-        record.store = Some(store.name().to_owned());
-        record.policy_version = Some(store.version().to_owned());
+        record.store = Some(store.shared_name());
+        record.policy_version = Some(store.shared_version());
         record.revision = Some(revision);
-        record.principal = Some(crate::entities::uid(&principal).to_string());
-        record.action = Some(request.action.clone());
-        record.resource = Some(format!("lookup:{}", kind.type_name()));
+        record.principal = Some(Subject::Entity(principal));
+        record.action = Some(Arc::from(request.action.as_str()));
+        record.resource = Some(Subject::Text(format!("lookup:{}", kind.type_name())));
         record.detail = Some(format!(
             "{} allowed of {} examined{}",
             page.ids.len(),
@@ -353,10 +354,11 @@ impl Engine {
     /// (allowed, revision).
     async fn decide_quietly(&self, request: &CheckRequest, memo: &mut Memo) -> Result<(bool, i64)> {
         let store = self.store(request.store.as_deref())?;
-        let prepared = self.prepare(&store, request)?;
-        let Some((principal, resource)) = prepared.refs else {
+        let id = self.identify(&store, request)?;
+        let Some((principal, resource)) = id.refs else {
             return Ok((false, 0));
         };
+        let prepared = self.complete(&store, request, &id)?;
         let (trust_caches, revision) = self.freshness(&store, &request.consistency).await?;
         let mut loader = super::slice::SliceLoader {
             cache: &self.inner.cache,
@@ -372,14 +374,8 @@ impl Engine {
         if !slice.principal_exists || !slice.resource_exists {
             return Ok((false, revision));
         }
-        let entities = cedar_policy::Entities::from_entities(
-            slice
-                .entities
-                .into_iter()
-                .chain(store.action_entities().iter().cloned()),
-            None,
-        )
-        .map_err(|e| Error::Database(format!("inconsistent entity slice: {e}")))?;
+        let entities =
+            super::slice::request_entities(slice.entities, store.action_entity(&id.action))?;
         let evaluation = store.authorize(&prepared.request, &entities);
         Ok((evaluation.allowed, revision))
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sqlx::Row;
 
 use super::Engine;
-use crate::audit::{AuditRecord, RecordKind, truncate_ip};
+use crate::audit::{AuditRecord, RecordKind, Subject, truncate_ip};
 use crate::consistency::Consistency;
 use crate::db::db_error;
 use crate::decision::{CallerInfo, CheckRequest, Decision, EntityInput};
@@ -105,13 +105,16 @@ impl Engine {
             });
         }
         let mut record = AuditRecord::new(RecordKind::MediaUrl, self.inner.clock.now_ms());
-        record.principal = Some(format!(
+        record.principal = Some(Subject::Text(format!(
             "{}:{}",
             request.principal.type_name, request.principal.id
-        ));
-        record.action = Some(action.into());
-        record.resource = Some(format!("Velro::Generation::\"{generation}\""));
-        record.decision = Some("allow".into());
+        )));
+        record.action = Some(std::sync::Arc::from(action));
+        record.resource = Some(Subject::Entity(crate::ids::EntityRef::new(
+            EntityKind::Generation,
+            generation,
+        )));
+        record.decision = Some(std::borrow::Cow::Borrowed("allow"));
         record.detail = Some(format!(
             "{} {} URL(s), key {}",
             urls.len(),

@@ -6,11 +6,11 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use cedar_policy::{Entity, EntityUid};
+use cedar_policy_core::ast::EntityUID;
 use serde_json::Value;
 
 use crate::cache::{EntityCache, Loaded, Tier};
-use crate::entities::{Facts, fixed_entity};
+use crate::entities::{Facts, SharedEntity, fixed_entity};
 use crate::error::Result;
 use crate::ids::{EntityKind, EntityRef};
 
@@ -21,7 +21,7 @@ pub(super) type Memo = HashMap<EntityRef, (Arc<Loaded>, Tier)>;
 #[derive(Debug, Default)]
 pub(super) struct Slice {
     /// Cedar entities, one per uid.
-    pub entities: Vec<Entity>,
+    pub entities: Vec<SharedEntity>,
     /// (entity, read_seq) for the decision cache.
     pub deps: Vec<(EntityRef, i64)>,
     /// The slowest tier used.
@@ -103,19 +103,19 @@ impl SliceLoader<'_> {
             self.load_one(*key, &mut keys, &mut slice).await?;
         }
 
-        let mut seen: HashSet<EntityUid> = HashSet::new();
+        let mut seen: HashSet<EntityUID> = HashSet::new();
         for key in &keys {
             if let Some((loaded, _)) = self.memo.get(key) {
                 for entity in &loaded.cedar {
-                    if seen.insert(entity.uid()) {
-                        slice.entities.push(entity.clone());
+                    if seen.insert(entity.uid().clone()) {
+                        slice.entities.push(Arc::clone(entity));
                     }
                 }
             }
         }
         for fixed in [principal, resource] {
             if let Some(entity) = fixed_entity(&fixed)?
-                && seen.insert(entity.uid())
+                && seen.insert(entity.uid().clone())
             {
                 slice.entities.push(entity);
             }
@@ -188,6 +188,24 @@ pub(super) fn context_entities(context: &serde_json::Map<String, Value>) -> Vec<
     let mut out = Vec::new();
     context.values().for_each(|v| walk(v, &mut out));
     out
+}
+
+/// Request entities from a slice plus the request's action entity. Ancestor sets are already
+/// transitively closed (users carry their whole role closure; the schema's action groups are
+/// closed), so Cedar is told not to recompute them, and entities are shared, not copied.
+pub(super) fn request_entities(
+    entities: Vec<SharedEntity>,
+    action: Option<&SharedEntity>,
+) -> Result<cedar_policy::Entities> {
+    let core = cedar_policy_core::entities::Entities::new()
+        .add_entities(
+            entities.into_iter().chain(action.cloned()),
+            None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+            cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+            cedar_policy_core::extensions::Extensions::all_available(),
+        )
+        .map_err(|e| crate::error::Error::Database(format!("inconsistent entity slice: {e}")))?;
+    Ok(cedar_policy::Entities::from(core))
 }
 
 #[cfg(test)]

@@ -12,9 +12,18 @@ use super::Facts;
 use crate::error::{Error, Result};
 use crate::ids::{EntityKind, EntityRef, LinkCap, TeamRole};
 
-/// Cedar entities of one entity's facts: the entity itself, plus the role groups a user's
-/// memberships need for the role hierarchy.
+/// Cedar entities of one entity's facts.
 pub type CedarEntities = Vec<Entity>;
+
+/// A Cedar entity as shared between requests (the engine assembles request entities from these
+/// without copying).
+pub type SharedEntity = std::sync::Arc<cedar_policy_core::ast::Entity>;
+
+/// Share a Cedar entity.
+pub fn share(entity: &Entity) -> SharedEntity {
+    let ast: &cedar_policy_core::ast::Entity = entity.as_ref();
+    std::sync::Arc::new(ast.clone())
+}
 
 /// Role levels that appear in project link buckets (owners are admins of a link).
 const LINK_LEVELS: [TeamRole; 4] = [
@@ -123,36 +132,26 @@ fn linked_roles(teams: &[Uuid]) -> Result<RestrictedExpression> {
     )
 }
 
-/// The five role groups of a team, nested owner ∈ admin ∈ editor ∈ contributor ∈ viewer.
-fn role_groups(team: Uuid) -> Result<Vec<Entity>> {
-    let mut out = Vec::with_capacity(TeamRole::ALL.len());
-    for (i, role) in TeamRole::ALL.iter().enumerate() {
-        let parents = i
-            .checked_sub(1)
-            .and_then(|j| TeamRole::ALL.get(j))
-            .map(|below| role_uid(team, *below))
-            .into_iter()
-            .collect();
-        out.push(entity_with_parents(
-            role_uid(team, *role),
-            Vec::new(),
-            parents,
-        )?);
-    }
-    Ok(out)
-}
-
 /// The Cedar entities for `facts` about `key`; none for missing rows.
 pub fn to_cedar(key: &EntityRef, facts: &Facts) -> Result<CedarEntities> {
     Ok(match facts {
         Facts::Missing => Vec::new(),
         Facts::User(user) => {
+            // A user's ancestors are every role group their roles imply (an editor is in the
+            // editor, contributor and viewer groups): the transitive closure of the role
+            // hierarchy owner ∈ admin ∈ editor ∈ contributor ∈ viewer, so no role entities are
+            // needed in a request and Cedar need not compute it.
             let parents = user
                 .memberships
                 .iter()
-                .map(|(team, role)| role_uid(*team, *role))
+                .flat_map(|(team, role)| {
+                    TeamRole::ALL
+                        .iter()
+                        .filter(move |r| *r <= role)
+                        .map(move |r| role_uid(*team, *r))
+                })
                 .collect();
-            let mut out = vec![entity_with_parents(
+            vec![entity_with_parents(
                 uid(key),
                 vec![
                     ("suspended", RestrictedExpression::new_bool(user.suspended)),
@@ -166,11 +165,7 @@ pub fn to_cedar(key: &EntityRef, facts: &Facts) -> Result<CedarEntities> {
                     ),
                 ],
                 parents,
-            )?];
-            for (team, _) in &user.memberships {
-                out.extend(role_groups(*team)?);
-            }
-            out
+            )?]
         }
         Facts::Team(team) => {
             let id = key.uuid().unwrap_or_default();
@@ -277,9 +272,11 @@ pub fn to_cedar(key: &EntityRef, facts: &Facts) -> Result<CedarEntities> {
 }
 
 /// Entities that exist without a row: the anonymous principal and the platform.
-pub(crate) fn fixed_entity(key: &EntityRef) -> Result<Option<Entity>> {
+pub(crate) fn fixed_entity(key: &EntityRef) -> Result<Option<SharedEntity>> {
     match key.kind {
-        EntityKind::Anonymous | EntityKind::Platform => entity(key, Vec::new()).map(Some),
+        EntityKind::Anonymous | EntityKind::Platform => {
+            entity(key, Vec::new()).map(|e| Some(share(&e)))
+        }
         _ => Ok(None),
     }
 }
@@ -362,12 +359,18 @@ mod tests {
         for (key, facts) in &samples {
             all.extend(to_cedar(key, facts).unwrap());
         }
-        all.extend(fixed_entity(&EntityRef::anonymous()).unwrap());
-        all.extend(fixed_entity(&EntityRef::platform()).unwrap());
+        for key in [EntityRef::anonymous(), EntityRef::platform()] {
+            all.push(Entity::from(
+                fixed_entity(&key).unwrap().unwrap().as_ref().clone(),
+            ));
+        }
         let entities = cedar_policy::Entities::from_entities(all, Some(&schema)).unwrap();
         let user = uid(&samples[0].0);
-        assert!(entities.is_ancestor_of(&role_uid(t, TeamRole::Viewer), &user));
-        assert!(!entities.is_ancestor_of(&role_uid(t, TeamRole::Admin), &user));
+        // The user's parents already hold the closure of the role hierarchy.
+        let parents: Vec<_> = entities.ancestors(&user).unwrap().cloned().collect();
+        assert_eq!(parents.len(), 3, "editor, contributor, viewer");
+        assert!(parents.contains(&role_uid(t, TeamRole::Viewer)));
+        assert!(!parents.contains(&role_uid(t, TeamRole::Admin)));
         assert!(to_cedar(&samples[0].0, &Facts::Missing).unwrap().is_empty());
     }
 }

@@ -38,7 +38,7 @@ fn load_with(files: &[(&str, &str)]) -> Result<PolicyStore, Vec<String>> {
 fn a_good_store_loads() {
     let store = load_with(&[("docs.cedar", GOOD)]).unwrap();
     let info = store.policy("doc.owner").unwrap();
-    assert_eq!(info.reason, "owners read their documents");
+    assert_eq!(&*info.reason, "owners read their documents");
     assert_eq!((info.file.as_str(), info.line), ("docs.cedar", 1));
     assert_eq!(store.version().len(), 32);
 }

@@ -91,9 +91,9 @@ async fn decides_from_database_rows(backend: Backend) {
 
     let d = h.check(owner, "project:delete", "Project", project).await;
     assert!(d.allowed);
-    assert_eq!(d.policies[0].id, "project.owner");
+    assert_eq!(&*d.policies[0].id, "project.owner");
     assert!(!d.policies[0].reason.is_empty());
-    assert_eq!(d.store, "velro");
+    assert_eq!(&*d.store, "velro");
     assert_eq!(d.policy_version.len(), 32);
 
     assert!(
@@ -123,14 +123,14 @@ async fn decides_from_database_rows(backend: Backend) {
         .check(owner, "generation:view_media", "Generation", generation)
         .await;
     assert_eq!(d.deny_kind, Some(DenyKind::Forbidden));
-    assert_eq!(d.policies[0].id, "guard.media_requires_completed");
+    assert_eq!(&*d.policies[0].id, "guard.media_requires_completed");
 
     // Suspension wins over ownership.
     w.suspend(owner).await;
     h.sync().await;
     let d = h.check(owner, "project:view", "Project", project).await;
     assert_eq!(d.deny_kind, Some(DenyKind::Forbidden));
-    assert_eq!(d.policies[0].id, "guard.suspended");
+    assert_eq!(&*d.policies[0].id, "guard.suspended");
 
     // Anonymous callers see public projects only.
     let public = w.project(editor, "public").await;
@@ -420,8 +420,8 @@ async fn inheritance_and_lineage_stop_at_the_policy_depth(backend: Backend) {
         assert_eq!(d.allowed, steps_up <= 3, "{steps_up} steps up");
         if (1..=3).contains(&steps_up) {
             assert_eq!(
-                d.policies[0].id,
-                format!("generation.lineage.depth{steps_up}")
+                &*d.policies[0].id,
+                format!("generation.lineage.depth{steps_up}").as_str()
             );
         }
     }
@@ -774,7 +774,7 @@ async fn break_glass_is_audited_as_critical(backend: Backend) {
     r.justification = Some("incident 42: customer data recovery".into());
     let d = h.engine.check(r.clone()).await.unwrap();
     assert!(d.allowed);
-    assert_eq!(d.policies[0].id, "break_glass.read");
+    assert_eq!(&*d.policies[0].id, "break_glass.read");
     // Never cached: the same request is evaluated again.
     let again = h.engine.check(r.clone()).await.unwrap();
     assert_ne!(again.cache_tier, Tier::Decision);
@@ -981,5 +981,36 @@ async fn a_database_outage_fails_closed() {
     let feed = h.engine.change_feed().clone();
     assert!(crate::support::eventually(|| async { feed.tick().await.is_ok() }).await);
     assert!(h.allowed(owner, "project:view", "Project", project).await);
+    h.stop().await;
+}
+
+/// A break-glass grant whose audit record cannot be written is a deny.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_denies_when_its_audit_record_cannot_be_written() {
+    let h = Harness::start(
+        Backend::Sqlite,
+        Options {
+            emergency_mode: true,
+            audit_sink: Some("database".into()),
+            ..Options::default()
+        },
+    )
+    .await;
+    let owner = h.world.user().await;
+    let responder = h.world.user_with(false, true, false).await;
+    let project = h.world.project(owner, "private").await;
+    let mut r = request(responder, "project:view", "Project", project);
+    r.justification = Some("incident 7: restore a deleted gallery".into());
+    assert!(h.engine.check(r.clone()).await.unwrap().allowed);
+
+    // The audit table disappears (a broken disk, a hostile operator): writes fail.
+    sqlx::query("DROP TABLE audit_records")
+        .execute(h.world.db.pool())
+        .await
+        .unwrap();
+    let d = h.engine.check(r).await.unwrap();
+    assert!(!d.allowed, "break-glass allowed without an audit record");
+    assert_eq!(d.deny_kind, Some(DenyKind::Forbidden));
+    assert!(d.errors.iter().any(|e| e.policy_id == "audit"));
     h.stop().await;
 }
