@@ -87,3 +87,49 @@ async fn redis_refuses_entries_older_than_a_recorded_change() {
     assert!(crate::support::eventually(|| async { redis.get(key).await.is_some() }).await);
     assert_eq!(redis.get(key).await.map(|(_, s)| s), Some(12));
 }
+
+/// With Redis, violation windows and lockouts are shared: offences seen by two replicas add up.
+#[tokio::test]
+async fn replicas_share_violation_windows_and_lockouts_through_redis() {
+    use velro_engine::clock::ManualClock;
+    use velro_engine::violations::{Offence, ViolationConfig, ViolationDetector};
+    if !available(Backend::SqliteRedis).await {
+        return;
+    }
+    let prefix = format!("velro-test-{}:", uuid::Uuid::new_v4().simple());
+    // Mid-second, so the window does not roll over during the test.
+    let clock = ManualClock::new(1_900_000_000_000);
+    let detector = |prefix: &str| {
+        let redis = RedisCache::new(
+            &redis_url(),
+            velro_engine::cache::redis::RedisCacheConfig {
+                prefix: prefix.to_owned(),
+                ..Default::default()
+            },
+            Arc::new(SystemClock),
+        )
+        .unwrap();
+        ViolationDetector::new(
+            ViolationConfig {
+                threshold_per_sec: 5,
+                lockout: Duration::from_secs(60),
+            },
+            Arc::new(clock.clone()),
+            Some((redis.connection(), prefix.to_owned())),
+        )
+    };
+    let (a, b) = (detector(&prefix), detector(&prefix));
+    for _ in 0..3 {
+        assert!(a.note(Some("user-1"), None, Offence::Denied).await.is_empty());
+    }
+    for _ in 0..2 {
+        assert!(b.note(Some("user-1"), None, Offence::Denied).await.is_empty());
+    }
+    // The sixth offence, on either replica, is over the shared threshold.
+    let v = b.note(Some("user-1"), None, Offence::Denied).await;
+    assert_eq!(v.len(), 1, "replica b saw only 3 offences itself");
+    assert!(v[0].locked_out);
+    // The other replica sees the lockout too.
+    assert!(a.locked_out("user-1").await);
+    assert!(!a.locked_out("user-2").await);
+}
