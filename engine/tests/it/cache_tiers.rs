@@ -120,10 +120,18 @@ async fn replicas_share_violation_windows_and_lockouts_through_redis() {
     };
     let (a, b) = (detector(&prefix), detector(&prefix));
     for _ in 0..3 {
-        assert!(a.note(Some("user-1"), None, Offence::Denied).await.is_empty());
+        assert!(
+            a.note(Some("user-1"), None, Offence::Denied)
+                .await
+                .is_empty()
+        );
     }
     for _ in 0..2 {
-        assert!(b.note(Some("user-1"), None, Offence::Denied).await.is_empty());
+        assert!(
+            b.note(Some("user-1"), None, Offence::Denied)
+                .await
+                .is_empty()
+        );
     }
     // The sixth offence, on either replica, is over the shared threshold.
     let v = b.note(Some("user-1"), None, Offence::Denied).await;
