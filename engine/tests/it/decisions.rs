@@ -340,9 +340,10 @@ async fn revocation_is_immediate_with_a_token_and_bounded_without(backend: Backe
             .await
     );
     w.remove_member(team, member).await;
-    // The cached answer may stand until the next tail interval ...
+    // The cached answer may stand until the feed next reads the log (on PostgreSQL a NOTIFY may
+    // already have woken it): an allow now can only come from the decision cache ...
     let cached = h.check(member, "project:update", "Project", project).await;
-    assert!(cached.allowed && cached.cache_tier == Tier::Decision);
+    assert!(!cached.allowed || cached.cache_tier == Tier::Decision);
     // ... and not a tick longer.
     h.sync().await;
     let d = h.check(member, "project:update", "Project", project).await;
