@@ -1,7 +1,14 @@
-//! Integration tests of the `velro-pdp` binary, run as a user would run it.
-#![expect(clippy::unwrap_used, reason = "tests fail by panicking")]
+//! Integration tests of `velro-pdp`: the servers over the network on ephemeral loopback ports,
+//! and the binary run as an operator would run it.
+#![expect(clippy::unwrap_used, clippy::panic, reason = "tests fail by panicking")]
 
+mod cli_ops;
+mod distributed;
+mod grpc;
+mod http;
 mod policy_cli;
+mod security;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
