@@ -177,7 +177,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(authorizer)
         .add_service(admin)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), grpc_stop);
+        .serve_with_incoming_shutdown(no_delay(grpc_listener), grpc_stop);
 
     let router = http::router(shared.clone())
         .layer(tower_http::limit::RequestBodyLimitLayer::new(max))
@@ -188,10 +188,16 @@ pub async fn run(
     let http_stop = wait_for(stop_rx.clone());
     let http_server = async move {
         match tls.map(|t| t.http) {
-            None => axum::serve(http_listener, router)
-                .with_graceful_shutdown(http_stop)
-                .await
-                .map_err(ServeError::Io),
+            None => axum::serve(
+                axum::serve::ListenerExt::tap_io(http_listener, |tcp| {
+                    // Small request/response exchanges: Nagle's delay would add ~40 ms.
+                    let _ = tcp.set_nodelay(true);
+                }),
+                router,
+            )
+            .with_graceful_shutdown(http_stop)
+            .await
+            .map_err(ServeError::Io),
             Some(acceptor) => serve_https(http_listener, router, acceptor, http_stop).await,
         }
     };
@@ -220,6 +226,19 @@ pub async fn run(
     http_result?;
     tracing::info!("velro-pdp stopped");
     Ok(())
+}
+
+/// Accepted connections with Nagle's algorithm off: decisions are small request/response
+/// exchanges, and delayed ACKs would otherwise stall them by ~40 ms.
+fn no_delay(
+    listener: TcpListener,
+) -> impl futures::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    use futures::StreamExt;
+    TcpListenerStream::new(listener).map(|accepted| {
+        accepted.inspect(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        })
+    })
 }
 
 async fn wait_for(mut stop: tokio::sync::watch::Receiver<bool>) {
@@ -308,6 +327,7 @@ async fn serve_https(
                         continue;
                     }
                 };
+                let _ = tcp.set_nodelay(true);
                 let acceptor = acceptor.clone();
                 let service = TowerToHyperService::new(router.clone());
                 let watcher = graceful.watcher();
