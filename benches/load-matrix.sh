@@ -51,7 +51,7 @@ scenario_service() {
   run "warm: gRPC Check, open loop at 5 000/s" \
     --manifest "$dir/world.json" --grpc "$GRPC" --rate 5000 --duration 20s
   run "warm: gRPC BatchCheck of 100, closed loop, 4 workers" \
-    --manifest "$dir/world.json" --grpc "$GRPC" --batch 100 --concurrency 4 --duration 20s
+    --manifest "$dir/world.json" --grpc "$GRPC" --batch 100 --concurrency 4 --warmup 10 --duration 20s
   run "warm: HTTP /v1/check, closed loop, 32 workers" \
     --manifest "$dir/world.json" --http "$HTTP" --concurrency 32 --duration 20s
   stop_pdp

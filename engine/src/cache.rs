@@ -124,7 +124,9 @@ impl Default for EntityCacheConfig {
     fn default() -> Self {
         Self {
             l1_capacity: 200_000,
-            l1_ttl: Duration::from_secs(60),
+            // Correctness comes from the change log, not from expiry; the TTL only bounds memory
+            // held by entities nobody asks for.
+            l1_ttl: Duration::from_secs(600),
         }
     }
 }

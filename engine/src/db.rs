@@ -37,11 +37,13 @@ pub struct DbConfig {
 }
 
 impl DbConfig {
-    /// Defaults for `url`: 8 connections, 2 s acquire timeout.
+    /// Defaults for `url`: 8 connections (16 for PostgreSQL), 2 s acquire timeout.
     pub fn new(url: impl Into<String>) -> Self {
+        let url = url.into();
+        let max_connections = if url.starts_with("postgres") { 16 } else { 8 };
         Self {
-            url: url.into(),
-            max_connections: 8,
+            url,
+            max_connections,
             acquire_timeout: Duration::from_secs(2),
         }
     }

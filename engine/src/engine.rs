@@ -82,7 +82,7 @@ impl EngineConfig {
             feed: ChangeFeedConfig::default(),
             entity_cache: EntityCacheConfig::default(),
             decision_cache_capacity: 200_000,
-            decision_ttl: Duration::from_secs(60),
+            decision_ttl: Duration::from_secs(600),
             emergency_mode: false,
             audit_sink: format!("file:{}", data_dir.join("audit").display()),
             audit_instance: "pdp".into(),

@@ -6,10 +6,12 @@
 //! built, only when Cedar has to evaluate.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 use cedar_policy::{Context, Entities, EntityId, EntityTypeName, EntityUid, Request};
+use futures::StreamExt;
 use serde_json::Value;
 
 use super::Engine;
@@ -266,8 +268,9 @@ impl Engine {
         self.check_with(&request, &mut memo).await
     }
 
-    /// Decide up to `max_batch` requests, in order, loading each entity once for the whole batch.
-    /// Each item succeeds or fails on its own.
+    /// Decide up to `max_batch` requests, in order, loading each entity once for the whole batch:
+    /// the principals and resources of items that share a consistency requirement are fetched
+    /// concurrently first, then each item is decided. Each item succeeds or fails on its own.
     pub async fn batch_check(&self, requests: &[CheckRequest]) -> Result<Vec<Result<Decision>>> {
         if requests.len() > self.inner.config.max_batch {
             return Err(Error::InvalidRequest(format!(
@@ -275,12 +278,60 @@ impl Engine {
                 self.inner.config.max_batch
             )));
         }
-        let mut memo = Memo::new();
+        // Entities read for one consistency requirement must not answer another.
+        let mut memos: HashMap<String, Memo> = HashMap::new();
+        self.prefetch(requests, &mut memos).await;
         let mut out = Vec::with_capacity(requests.len());
         for request in requests {
-            out.push(self.check_with(request, &mut memo).await);
+            let memo = memos
+                .entry(consistency_key(&request.consistency))
+                .or_default();
+            out.push(self.check_with(request, memo).await);
         }
         Ok(out)
+    }
+
+    /// Load the principals and resources of a batch concurrently into the memos.
+    async fn prefetch(&self, requests: &[CheckRequest], memos: &mut HashMap<String, Memo>) {
+        /// Concurrent loads per batch.
+        const PARALLEL: usize = 16;
+        let mut wanted: HashMap<String, (Consistency, std::collections::BTreeSet<EntityRef>)> =
+            HashMap::new();
+        for request in requests {
+            let Ok(store) = self.store(request.store.as_deref()) else {
+                continue;
+            };
+            if !self.is_sql_store(&store) {
+                continue;
+            }
+            let refs = [&request.principal, &request.resource]
+                .into_iter()
+                .filter_map(|e| EntityRef::parse(&e.type_name, &e.id).ok())
+                .filter(|r| r.kind.fixed_id().is_none());
+            wanted
+                .entry(consistency_key(&request.consistency))
+                .or_insert_with(|| (request.consistency.clone(), Default::default()))
+                .1
+                .extend(refs);
+        }
+        for (key, (consistency, refs)) in wanted {
+            let Ok(store) = self.store(None) else { return };
+            let Ok((trust_caches, revision)) = self.freshness(&store, &consistency).await else {
+                continue;
+            };
+            let loaded: Vec<_> = futures::stream::iter(refs)
+                .map(|r| async move { (r, self.inner.cache.get(r, revision, trust_caches).await) })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
+            let memo = memos.entry(key).or_default();
+            for (r, result) in loaded {
+                // A failed prefetch is retried (and reported) by the item itself.
+                if let Ok(entry) = result {
+                    memo.insert(r, entry);
+                }
+            }
+        }
     }
 
     async fn check_with(&self, request: &CheckRequest, memo: &mut Memo) -> Result<Decision> {
@@ -690,6 +741,15 @@ impl Engine {
                 tracing::error!(error = %e, "cannot audit a security violation");
             }
         }
+    }
+}
+
+/// Items with equal keys may share loaded entities.
+fn consistency_key(consistency: &Consistency) -> String {
+    match consistency {
+        Consistency::MinimizeLatency => "minimize_latency".into(),
+        Consistency::FullyConsistent => "fully_consistent".into(),
+        Consistency::AtLeastAsFresh(token) => format!("token:{}", token.encode()),
     }
 }
 

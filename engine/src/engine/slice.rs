@@ -41,11 +41,12 @@ pub(super) struct SliceLoader<'a> {
 }
 
 impl SliceLoader<'_> {
-    /// The entity, and the tier it came from now (in-process memory when already loaded for
-    /// this request or batch).
+    /// The entity, and the tier it came from: the tier that fetched it for its first use in a
+    /// batch (it may have been prefetched), in-process memory afterwards.
     async fn get(&mut self, key: EntityRef) -> Result<(Arc<Loaded>, Tier)> {
-        if let Some((loaded, _)) = self.memo.get(&key) {
-            return Ok((Arc::clone(loaded), Tier::L1));
+        if let Some((loaded, tier)) = self.memo.get_mut(&key) {
+            let first_use = std::mem::replace(tier, Tier::L1);
+            return Ok((Arc::clone(loaded), first_use));
         }
         let (loaded, tier) = self
             .cache
