@@ -18,8 +18,9 @@ use crate::synthetic::{Manifest, Rng, Zipf};
 /// Where requests go.
 #[derive(Debug, Clone)]
 pub enum Target {
-    /// The gRPC `Authorizer`.
-    Grpc(PdpClient),
+    /// The gRPC `Authorizer` over one or more connections (calls are spread over them; one
+    /// HTTP/2 connection is served by one task on the server).
+    Grpc(Vec<PdpClient>),
     /// `POST {base}/v1/check` with an optional bearer key.
     Http {
         /// e.g. `http://127.0.0.1:9091`.
@@ -197,7 +198,8 @@ async fn call(
     started: Instant,
 ) -> CallResult {
     let outcome: Result<Vec<i32>, String> = match (target, mode) {
-        (Target::Grpc(client), Mode::Check) => client
+        (Target::Grpc(clients), _) if clients.is_empty() => Err("no gRPC connection".into()),
+        (Target::Grpc(clients), Mode::Check) => clients[rng.below(clients.len())]
             .authorizer()
             .check(picker.request(rng))
             .await
@@ -209,9 +211,9 @@ async fn call(
                     .collect()
             })
             .map_err(|s| format!("{:?}: {}", s.code(), s.message())),
-        (Target::Grpc(client), Mode::Batch(n)) => {
+        (Target::Grpc(clients), Mode::Batch(n)) => {
             let items = (0..n).map(|_| picker.request(rng)).collect();
-            client
+            clients[rng.below(clients.len())]
                 .authorizer()
                 .batch_check(proto::BatchCheckRequest { items })
                 .await

@@ -58,6 +58,9 @@ enum Command {
         /// API key.
         #[arg(long, env = "PDP_API_KEY")]
         api_key: Option<String>,
+        /// gRPC connections to spread calls over.
+        #[arg(long, default_value_t = 4)]
+        connections: usize,
         /// Items per BatchCheck; single Checks when absent.
         #[arg(long)]
         batch: Option<usize>,
@@ -112,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
             grpc,
             http,
             api_key,
+            connections,
             batch,
             concurrency,
             rate,
@@ -129,7 +133,11 @@ async fn main() -> anyhow::Result<()> {
                     let mut config = ClientConfig::new(url);
                     config.api_key = api_key.map(SecretString::from);
                     config.timeout = std::time::Duration::from_secs(10);
-                    Target::Grpc(PdpClient::connect(&config).await?)
+                    let mut clients = Vec::new();
+                    for _ in 0..connections.max(1) {
+                        clients.push(PdpClient::connect(&config).await?);
+                    }
+                    Target::Grpc(clients)
                 }
                 (None, Some(base)) => Target::Http {
                     base,
