@@ -1,0 +1,171 @@
+//! The API's typed configuration: command-line flags with environment variables behind them and
+//! defaults that run the embedded mode (DESIGN §3, §7). Secrets are `SecretString`, never logged.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+use secrecy::SecretString;
+
+/// `velro-api` settings.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "velro-api", version, about = "Velro product REST API")]
+pub struct ApiConfig {
+    /// Listen address; port 0 picks a free port.
+    #[arg(long, env = "API_ADDR", default_value = "127.0.0.1:8080")]
+    pub addr: SocketAddr,
+    /// The PDP's gRPC URL; unset starts an embedded PDP on a loopback port.
+    #[arg(long, env = "PDP_URL")]
+    pub pdp_url: Option<String>,
+    /// Key presented to a remote PDP (`Authorization: Bearer`).
+    #[arg(long, env = "PDP_API_KEY", hide_env_values = true)]
+    pub pdp_api_key: Option<SecretString>,
+    /// Per-call PDP deadline, milliseconds.
+    #[arg(long, env = "PDP_TIMEOUT_MS", default_value_t = 1000)]
+    pub pdp_timeout_ms: u64,
+    /// Policies root of the embedded PDP.
+    #[arg(long, env = "PDP_POLICIES", default_value = "./policies")]
+    pub policies: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default `sqlite://<DATA_DIR>/velro.db`.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<SecretString>,
+    /// Redis for rate limits (and the embedded PDP's shared cache); unset = in-memory.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub redis_url: Option<SecretString>,
+    /// Data folder: database, media, audit log, keys.
+    #[arg(long, env = "DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Access-token signing secret (at least 64 bytes); unset = generated once under
+    /// `<DATA_DIR>/keys/jwt-secret`. Replicas must share it.
+    #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<SecretString>,
+    /// Public base URL of this API (signed media URLs point here); default `http://<addr>`.
+    #[arg(long, env = "PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Access-token lifetime, seconds.
+    #[arg(long, env = "ACCESS_TOKEN_TTL_SECONDS", default_value_t = 900)]
+    pub access_ttl_seconds: u64,
+    /// Refresh-token lifetime, seconds.
+    #[arg(long, env = "REFRESH_TOKEN_TTL_SECONDS", default_value_t = 30 * 24 * 3600)]
+    pub refresh_ttl_seconds: u64,
+    /// Invitation lifetime, seconds.
+    #[arg(long, env = "INVITATION_TTL_SECONDS", default_value_t = 7 * 24 * 3600)]
+    pub invitation_ttl_seconds: u64,
+    /// Credits granted on registration.
+    #[arg(long, env = "SIGNUP_CREDITS", default_value_t = 1000)]
+    pub signup_credits: i64,
+    /// Requests per minute per signed-in user.
+    #[arg(long, env = "RATE_LIMIT_USER_PER_MINUTE", default_value_t = 100)]
+    pub rate_user: u32,
+    /// Requests per minute per client IP.
+    #[arg(long, env = "RATE_LIMIT_IP_PER_MINUTE", default_value_t = 500)]
+    pub rate_ip: u32,
+    /// Generation creates per minute per user.
+    #[arg(long, env = "RATE_LIMIT_GENERATIONS_PER_MINUTE", default_value_t = 10)]
+    pub rate_generations: u32,
+    /// Pause between progress steps of the local provider, milliseconds.
+    #[arg(long, env = "LOCAL_PROVIDER_STEP_MS", default_value_t = 250)]
+    pub local_step_ms: u64,
+    /// Largest JSON body, bytes.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Seed a small demo world on start and print how to sign in.
+    #[arg(long)]
+    pub demo: bool,
+    /// `json` or `text` logs; the level is `RUST_LOG`.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+impl ApiConfig {
+    /// Defaults, as if started with no flags and no environment (for tests).
+    pub fn defaults() -> Self {
+        Self {
+            addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            pdp_url: None,
+            pdp_api_key: None,
+            pdp_timeout_ms: 1000,
+            policies: PathBuf::from("./policies"),
+            database_url: None,
+            redis_url: None,
+            data_dir: PathBuf::from("./data"),
+            jwt_secret: None,
+            public_url: None,
+            access_ttl_seconds: 900,
+            refresh_ttl_seconds: 30 * 24 * 3600,
+            invitation_ttl_seconds: 7 * 24 * 3600,
+            signup_credits: 1000,
+            rate_user: 100,
+            rate_ip: 500,
+            rate_generations: 10,
+            local_step_ms: 250,
+            max_body_bytes: 1024 * 1024,
+            demo: false,
+            log_format: "text".into(),
+        }
+    }
+
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(url) => secrecy::ExposeSecret::expose_secret(url).to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("velro.db").display()),
+        }
+    }
+
+    /// Check what can be checked before binding.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        anyhow::ensure!(
+            self.pdp_url.is_some() || self.policies.is_dir(),
+            "policies folder {} not found (set PDP_POLICIES, or PDP_URL for a remote PDP)",
+            self.policies.display()
+        );
+        anyhow::ensure!(
+            self.access_ttl_seconds >= 60 && self.access_ttl_seconds <= 24 * 3600,
+            "ACCESS_TOKEN_TTL_SECONDS must be 60 to 86400"
+        );
+        anyhow::ensure!(
+            self.refresh_ttl_seconds > self.access_ttl_seconds,
+            "REFRESH_TOKEN_TTL_SECONDS must exceed the access-token lifetime"
+        );
+        anyhow::ensure!(self.signup_credits >= 0, "SIGNUP_CREDITS must be >= 0");
+        anyhow::ensure!(
+            self.rate_user > 0 && self.rate_ip > 0 && self.rate_generations > 0,
+            "rate limits must be positive"
+        );
+        anyhow::ensure!(
+            (1024..=64 * 1024 * 1024).contains(&self.max_body_bytes),
+            "MAX_BODY_BYTES must be 1 KiB to 64 MiB"
+        );
+        anyhow::ensure!(
+            self.pdp_timeout_ms > 0 && self.pdp_timeout_ms <= 30_000,
+            "PDP_TIMEOUT_MS must be 1 to 30000"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_embedded_mode() {
+        let config = ApiConfig::defaults();
+        assert!(config.pdp_url.is_none());
+        assert_eq!(config.database_url(), "sqlite://./data/velro.db");
+        assert_eq!(config.addr.port(), 8080);
+        let parsed = ApiConfig::try_parse_from(["velro-api"]).unwrap();
+        assert_eq!(parsed.addr, config.addr);
+        assert_eq!(parsed.rate_user, 100);
+    }
+
+    #[test]
+    fn secrets_are_not_in_debug_output() {
+        let config = ApiConfig {
+            jwt_secret: Some(SecretString::from("s".repeat(64))),
+            ..ApiConfig::defaults()
+        };
+        assert!(!format!("{config:?}").contains(&"s".repeat(64)));
+    }
+}

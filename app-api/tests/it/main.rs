@@ -1,0 +1,15 @@
+//! Integration tests of `velro-api`: the real API on an ephemeral loopback port with a real PDP
+//! (embedded, or a separate server for the outage test), spoken to over HTTP as clients would.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    reason = "tests fail loudly"
+)]
+
+mod attacks;
+mod flows;
+mod generations;
+mod postgres;
+mod support;
