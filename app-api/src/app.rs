@@ -174,6 +174,8 @@ async fn wait_for_pdp(pdp: &Pdp, embedded: Option<&mut EmbeddedPdp>) -> anyhow::
 /// Start the API on `listener` with `config`.
 pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<Running> {
     config.validate()?;
+    // One Prometheus registry for the process (shared with an embedded PDP).
+    velro_pdp::telemetry::metrics();
     let addr = listener.local_addr()?;
     let public_url = config
         .public_url

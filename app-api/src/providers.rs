@@ -88,8 +88,43 @@ fn dimensions(aspect: &str, long_side: u32) -> (u32, u32) {
     }
 }
 
-/// Draw one RGB frame: a two-colour gradient with soft discs, shifted by `phase`.
-fn frame(width: u32, height: u32, seed: u64, phase: f32) -> Vec<u8> {
+/// Colour words a prompt may use; the first two found set the gradient.
+const PALETTE: &[(&str, [f32; 3])] = &[
+    ("red", [200.0, 40.0, 40.0]),
+    ("orange", [240.0, 140.0, 30.0]),
+    ("golden", [230.0, 180.0, 60.0]),
+    ("yellow", [240.0, 220.0, 60.0]),
+    ("green", [60.0, 170.0, 80.0]),
+    ("forest", [30.0, 90.0, 40.0]),
+    ("blue", [40.0, 90.0, 210.0]),
+    ("ocean", [20.0, 80.0, 140.0]),
+    ("sky", [130.0, 190.0, 240.0]),
+    ("purple", [130.0, 60.0, 170.0]),
+    ("pink", [240.0, 130.0, 180.0]),
+    ("neon", [255.0, 40.0, 200.0]),
+    ("snow", [235.0, 240.0, 250.0]),
+    ("white", [245.0, 245.0, 245.0]),
+    ("night", [15.0, 20.0, 50.0]),
+    ("noir", [20.0, 20.0, 20.0]),
+    ("black", [10.0, 10.0, 10.0]),
+    ("dusk", [120.0, 70.0, 110.0]),
+    ("sunset", [250.0, 110.0, 60.0]),
+];
+
+/// The gradient colours a prompt asks for, if it names any.
+fn prompt_colours(prompt: &str) -> Vec<[f32; 3]> {
+    let prompt = prompt.to_lowercase();
+    let mut found: Vec<(usize, [f32; 3])> = PALETTE
+        .iter()
+        .filter_map(|(word, rgb)| prompt.find(word).map(|at| (at, *rgb)))
+        .collect();
+    found.sort_by_key(|(at, _)| *at);
+    found.into_iter().map(|(_, rgb)| rgb).take(2).collect()
+}
+
+/// Draw one RGB frame: a two-colour gradient (from the prompt's colour words, else the seed) with
+/// soft discs, shifted by `phase`.
+fn frame(width: u32, height: u32, seed: u64, phase: f32, named: &[[f32; 3]]) -> Vec<u8> {
     let mut rng = Rng(seed | 1);
     let mut colour = || {
         [
@@ -98,7 +133,13 @@ fn frame(width: u32, height: u32, seed: u64, phase: f32) -> Vec<u8> {
             rng.below(256) as f32,
         ]
     };
-    let (a, b) = (colour(), colour());
+    let (mut a, mut b) = (colour(), colour());
+    if let Some(first) = named.first() {
+        a = *first;
+    }
+    if let Some(second) = named.get(1) {
+        b = *second;
+    }
     let discs: Vec<(f32, f32, f32, [f32; 3])> = (0..6)
         .map(|_| {
             (
@@ -177,16 +218,17 @@ impl LocalProvider {
         }
         let seed = seed_of(job);
         let output = model.output;
+        let named = prompt_colours(&job.prompt);
         tokio::task::spawn_blocking(move || {
             let (frames, (w, h)) = match output {
                 Output::Image => {
                     let (w, h) = dimensions(&aspect, 512);
-                    (vec![frame(w, h, seed, 0.0)], (w, h))
+                    (vec![frame(w, h, seed, 0.0, &named)], (w, h))
                 }
                 Output::Video => {
                     let (w, h) = dimensions(&aspect, 256);
                     let frames = (0..12)
-                        .map(|i| frame(w, h, seed, i as f32 / 12.0))
+                        .map(|i| frame(w, h, seed, i as f32 / 12.0, &named))
                         .collect();
                     (frames, (w, h))
                 }
@@ -390,6 +432,13 @@ mod tests {
         let decoder = png::Decoder::new(std::io::Cursor::new(v.bytes));
         let reader = decoder.read_info().unwrap();
         assert_eq!(reader.info().animation_control().unwrap().num_frames, 12);
+    }
+
+    #[test]
+    fn colour_words_in_the_prompt_pick_the_palette() {
+        assert_eq!(prompt_colours("a red fox in snow").len(), 2);
+        assert_eq!(prompt_colours("a red fox in snow")[0], [200.0, 40.0, 40.0]);
+        assert!(prompt_colours("a fox").is_empty());
     }
 
     #[test]

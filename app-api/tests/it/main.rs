@@ -9,6 +9,7 @@
 )]
 
 mod attacks;
+mod binary;
 mod flows;
 mod generations;
 mod postgres;
