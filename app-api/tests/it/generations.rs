@@ -263,3 +263,109 @@ async fn generations_follow_project_access_and_lineage() {
     assert_eq!(reply.status, StatusCode::NO_CONTENT);
     api.stop().await;
 }
+
+/// 50 simultaneous creates against a balance for exactly 7: 7 succeed, the balance ends at 0,
+/// never below, and the ledger adds up.
+pub async fn no_double_spend(api: &TestApi) {
+    let user = api.register("spender").await;
+    let project = api.project(&user, json!({ "name": "p" })).await;
+    let body = json!({ "model_id": "imagen4/preview/ultra", "prompt": "p", "project_id": project });
+    let requests =
+        (0..50).map(|_| api.post("/api/v1/generations", Some(&user.token), body.clone()));
+    let replies = futures::future::join_all(requests).await;
+    let accepted = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::ACCEPTED)
+        .count();
+    let refused = replies
+        .iter()
+        .filter(|r| r.status == StatusCode::PAYMENT_REQUIRED)
+        .count();
+    assert_eq!(
+        (accepted, refused),
+        (7, 43),
+        "{:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    let me = api.get("/api/v1/auth/me", Some(&user.token)).await;
+    assert_eq!(me.body["credits"], 0);
+
+    let pool = api
+        .running
+        .as_ref()
+        .unwrap()
+        .state
+        .repo
+        .database()
+        .pool()
+        .clone();
+    let rows = sqlx::query(
+        "SELECT kind, amount, balance_after FROM credit_transactions WHERE user_id = $1",
+    )
+    .bind(&user.id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let sum: i64 = rows
+        .iter()
+        .map(|r| sqlx::Row::get::<i64, _>(r, "amount"))
+        .sum();
+    assert_eq!(sum, 0, "grant minus seven charges");
+    assert_eq!(rows.len(), 8);
+    assert!(
+        rows.iter()
+            .all(|r| sqlx::Row::get::<i64, _>(r, "balance_after") >= 0)
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creates_never_overdraw_on_sqlite() {
+    let api = TestApi::start(|c| c.signup_credits = 7 * 45).await;
+    no_double_spend(&api).await;
+    api.stop().await;
+}
+
+#[tokio::test]
+async fn a_failed_generation_is_refunded_exactly_once() {
+    // A slow provider keeps the generation unfinished while the test fails it.
+    let api = TestApi::start(|c| {
+        c.signup_credits = 100;
+        c.local_step_ms = 2_000;
+    })
+    .await;
+    let user = api.register("user").await;
+    let project = api.project(&user, json!({ "name": "p" })).await;
+    let created = api
+        .post(
+            "/api/v1/generations",
+            Some(&user.token),
+            json!({ "model_id": "flux-pro/v1.1-ultra", "prompt": "p", "project_id": project }),
+        )
+        .await;
+    assert_eq!(created.status, StatusCode::ACCEPTED);
+    let id: uuid::Uuid = created.body["id"].as_str().unwrap().parse().unwrap();
+    let repo = api.running.as_ref().unwrap().state.repo.clone();
+    assert_eq!(repo.balance(user.id.parse().unwrap()).await.unwrap(), 50);
+    assert!(repo.fail_generation(id, "provider down").await.unwrap());
+    assert!(
+        !repo.fail_generation(id, "provider down").await.unwrap(),
+        "refunded once"
+    );
+    assert_eq!(repo.balance(user.id.parse().unwrap()).await.unwrap(), 100);
+    let done = api.wait_finished(&user, &id.to_string()).await;
+    assert_eq!(done["status"], "failed");
+    // A finished generation cannot be completed later by a late provider.
+    assert!(
+        !repo
+            .complete_generation(
+                id,
+                user.id.parse().unwrap(),
+                "generations/x/y.png",
+                "image/png",
+                b"x"
+            )
+            .await
+            .unwrap()
+    );
+    api.stop().await;
+}
