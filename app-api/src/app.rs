@@ -22,7 +22,8 @@ use velro_pdp::config::{LogFormat, PdpConfig};
 use crate::auth::{LoginThrottle, TokenKeys, random_bytes};
 use crate::authz::Pdp;
 use crate::config::ApiConfig;
-use crate::providers::{LocalProvider, MediaStore, Runner};
+use crate::providers::fal::FalProvider;
+use crate::providers::{LocalProvider, MediaStore, Provider, Runner};
 use crate::ratelimit::{Class, Limiter};
 use crate::repo::Repo;
 use crate::{request_id, routes};
@@ -176,6 +177,8 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
     config.validate()?;
     // One Prometheus registry for the process (shared with an embedded PDP).
     velro_pdp::telemetry::metrics();
+    // Outgoing HTTPS (providers) uses ring, like the rest of the workspace.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     let addr = listener.local_addr()?;
     let public_url = config
         .public_url
@@ -218,10 +221,24 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
         Duration::from_secs(config.refresh_ttl_seconds),
     )?;
     let media = MediaStore::new(&config.data_dir.join("media"))?;
-    let runner = Runner {
-        provider: LocalProvider {
+    let provider = match (config.generation_provider.as_str(), &config.fal_key) {
+        ("fal" | "auto", Some(key)) => Provider::Fal(FalProvider {
+            base_url: config.fal_base_url.clone(),
+            key: key.clone(),
+            poll: Duration::from_millis(config.fal_poll_ms),
+            timeout: Duration::from_secs(15 * 60),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(120))
+                .build()?,
+        }),
+        _ => Provider::Local(LocalProvider {
             step: Duration::from_millis(config.local_step_ms),
-        },
+        }),
+    };
+    tracing::info!(provider = provider.name(), "generation provider");
+    let runner = Runner {
+        provider,
         media: media.clone(),
         repo: repo.clone(),
     };

@@ -63,6 +63,18 @@ pub struct ApiConfig {
     /// Generation creates per minute per user.
     #[arg(long, env = "RATE_LIMIT_GENERATIONS_PER_MINUTE", default_value_t = 10)]
     pub rate_generations: u32,
+    /// Generation provider: `local` (offline), `fal`, or `auto` (`fal` when `FAL_KEY` is set).
+    #[arg(long, env = "GENERATION_PROVIDER", default_value = "auto")]
+    pub generation_provider: String,
+    /// FAL API key.
+    #[arg(long, env = "FAL_KEY", hide_env_values = true)]
+    pub fal_key: Option<SecretString>,
+    /// FAL queue API base URL.
+    #[arg(long, env = "FAL_BASE_URL", default_value = "https://queue.fal.run")]
+    pub fal_base_url: String,
+    /// Pause between FAL status polls, milliseconds.
+    #[arg(long, env = "FAL_POLL_MS", default_value_t = 1000)]
+    pub fal_poll_ms: u64,
     /// Pause between progress steps of the local provider, milliseconds.
     #[arg(long, env = "LOCAL_PROVIDER_STEP_MS", default_value_t = 250)]
     pub local_step_ms: u64,
@@ -98,6 +110,10 @@ impl ApiConfig {
             rate_user: 100,
             rate_ip: 500,
             rate_generations: 10,
+            generation_provider: "auto".into(),
+            fal_key: None,
+            fal_base_url: "https://queue.fal.run".into(),
+            fal_poll_ms: 1000,
             local_step_ms: 250,
             max_body_bytes: 1024 * 1024,
             demo: false,
@@ -129,6 +145,18 @@ impl ApiConfig {
             "REFRESH_TOKEN_TTL_SECONDS must exceed the access-token lifetime"
         );
         anyhow::ensure!(self.signup_credits >= 0, "SIGNUP_CREDITS must be >= 0");
+        anyhow::ensure!(
+            matches!(self.generation_provider.as_str(), "auto" | "local" | "fal"),
+            "GENERATION_PROVIDER must be auto, local or fal"
+        );
+        anyhow::ensure!(
+            self.generation_provider != "fal" || self.fal_key.is_some(),
+            "GENERATION_PROVIDER=fal needs FAL_KEY"
+        );
+        anyhow::ensure!(
+            self.fal_base_url.starts_with("https://") || self.fal_base_url.starts_with("http://"),
+            "FAL_BASE_URL must be an http(s) URL"
+        );
         anyhow::ensure!(
             self.rate_user > 0 && self.rate_ip > 0 && self.rate_generations > 0,
             "rate limits must be positive"

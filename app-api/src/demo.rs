@@ -116,6 +116,7 @@ pub async fn seed(state: &AppState) -> anyhow::Result<bool> {
                 owner: row.owner_id,
                 model_id: row.model_id.clone(),
                 prompt: row.prompt.clone(),
+                negative_prompt: row.negative_prompt.clone(),
                 parameters: row.parameters.clone(),
             });
             parent = Some(row.id);

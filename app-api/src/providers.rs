@@ -1,7 +1,10 @@
 //! Generation providers and the job runner. `local` (the offline default) renders real media from
 //! the prompt, deterministically: a PNG for image models, an animated PNG for video models, with
-//! progress reported in steps. The runner moves a generation through pending → processing →
-//! completed, storing the output under the media root, or to failed with a refund.
+//! progress reported in steps; `fal` (with `FAL_KEY`) runs the model on FAL's queue API. The
+//! runner moves a generation through pending → processing → completed, storing the output under
+//! the media root, or to failed with a refund.
+
+pub mod fal;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,8 +36,41 @@ pub struct Job {
     pub model_id: String,
     /// Prompt.
     pub prompt: String,
+    /// Negative prompt ("" for none).
+    pub negative_prompt: String,
     /// Validated parameters.
     pub parameters: serde_json::Value,
+}
+
+/// Which provider renders generations.
+#[derive(Debug, Clone)]
+pub enum Provider {
+    /// Offline, deterministic, real media.
+    Local(LocalProvider),
+    /// FAL's queue API.
+    Fal(fal::FalProvider),
+}
+
+impl Provider {
+    /// Its name, for health and logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Local(_) => "local",
+            Self::Fal(_) => "fal",
+        }
+    }
+
+    /// Render `job`, reporting progress.
+    pub async fn render(
+        &self,
+        job: &Job,
+        progress: impl FnMut(i64) -> futures::future::BoxFuture<'static, ()>,
+    ) -> anyhow::Result<Rendered> {
+        match self {
+            Self::Local(local) => local.render(job, progress).await,
+            Self::Fal(fal) => fal.render(job, progress).await,
+        }
+    }
 }
 
 /// The offline provider.
@@ -306,7 +342,7 @@ impl MediaStore {
 #[derive(Debug, Clone)]
 pub struct Runner {
     /// The provider.
-    pub provider: LocalProvider,
+    pub provider: Provider,
     /// Where outputs go.
     pub media: MediaStore,
     /// The database.
@@ -390,6 +426,7 @@ mod tests {
             owner: Uuid::now_v7(),
             model_id: model.into(),
             prompt: "a lighthouse at dusk".into(),
+            negative_prompt: String::new(),
             parameters: json!({ "aspect_ratio": aspect }),
         }
     }

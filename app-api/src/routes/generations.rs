@@ -118,6 +118,7 @@ pub(crate) async fn create(
                 owner: row.owner_id,
                 model_id: row.model_id.clone(),
                 prompt: row.prompt.clone(),
+                negative_prompt: row.negative_prompt.clone(),
                 parameters: row.parameters.clone(),
             });
             metrics::counter!("velro_api_generations_total", "model" => model.id).increment(1);

@@ -43,7 +43,7 @@ pub(crate) async fn detailed(State(state): State<AppState>) -> impl IntoResponse
                 "database": up(database),
                 "pdp": { "status": up(pdp), "embedded": state.settings.embedded_pdp },
                 "redis": redis.map_or("not configured", up),
-                "providers": { "generation": "local" },
+                "providers": { "generation": state.runner.provider.name() },
             }
         })),
     )

@@ -10,6 +10,7 @@
 
 mod attacks;
 mod binary;
+mod fal;
 mod flows;
 mod generations;
 mod postgres;
