@@ -90,7 +90,8 @@ impl ApiError {
         }
     }
 
-    fn status_and_code(&self) -> (StatusCode, &'static str) {
+    /// The HTTP status and stable code.
+    pub fn status_and_code(&self) -> (StatusCode, &'static str) {
         match self {
             Self::Validation { .. } => (StatusCode::BAD_REQUEST, "VALIDATION_ERROR"),
             Self::InvalidId(_) => (StatusCode::BAD_REQUEST, "INVALID_ID"),

@@ -506,6 +506,7 @@ fn schemas() -> Value {
         "Link": s(json!({ "access": { "type": "string", "enum": ["read", "write", "admin"] } }), &["access"]),
         "NewGeneration": s(json!({ "model_id": string, "prompt": string, "negative_prompt": string, "project_id": id,
             "parameters": { "type": "object" }, "parent_generation_id": id, "idempotency_key": string }), &["model_id", "prompt", "project_id"]),
+        "GenerationBatch": s(json!({ "items": { "type": "array", "maxItems": 10, "items": { "$ref": "#/components/schemas/NewGeneration" } } }), &["items"]),
         "Error": {
             "type": "object",
             "properties": {

@@ -177,6 +177,7 @@ pub fn router() -> Router<AppState> {
             "/generations",
             post(generations::create).get(generations::list),
         )
+        .route("/generations/batch", post(generations::create_batch))
         .route(
             "/generations/{id}",
             get(generations::get).delete(generations::delete),

@@ -67,13 +67,14 @@ fn idempotency_key(headers: &HeaderMap, body: Option<String>) -> ApiResult<Optio
     Ok(key)
 }
 
-pub(crate) async fn create(
-    State(state): State<AppState>,
-    user: User,
-    fresh: Freshness,
-    headers: HeaderMap,
-    Json(body): Json<NewGenerationBody>,
-) -> ApiResult<Written<GenerationRow>> {
+/// Validate, authorize, charge and start one generation.
+async fn create_one(
+    state: &AppState,
+    user: &User,
+    fresh: &Freshness,
+    body: NewGenerationBody,
+    key: Option<String>,
+) -> ApiResult<Created> {
     state
         .limiter
         .hit(Class::Generation, &user.id.to_string())
@@ -85,17 +86,13 @@ pub(crate) async fn create(
     let parameters = model.validate(body.parameters.as_ref())?;
     let project = parse_id("project_id", &body.project_id)?;
     let parent = parse_opt_id("parent_generation_id", body.parent_generation_id.as_deref())?;
-    let key = idempotency_key(&headers, body.idempotency_key)?;
     let me = user.principal();
 
     let ask = Ask::new("project:create_generation", Kind::Project, project);
-    state.pdp.require(me, "project:view", ask, &fresh).await?;
+    state.pdp.require(me, "project:view", ask, fresh).await?;
     if let Some(parent) = parent {
         let ask = Ask::new("generation:view", Kind::Generation, parent);
-        state
-            .pdp
-            .require(me, "generation:view", ask, &fresh)
-            .await?;
+        state.pdp.require(me, "generation:view", ask, fresh).await?;
     }
 
     let new = NewGeneration {
@@ -110,22 +107,88 @@ pub(crate) async fn create(
         cost: model.cost,
         idempotency_key: key,
     };
-    match state.repo.create_generation(&new).await? {
+    let created = state.repo.create_generation(&new).await?;
+    if let Created::New(row) = &created {
+        state.runner.spawn(Job {
+            id: row.id,
+            owner: row.owner_id,
+            model_id: row.model_id.clone(),
+            prompt: row.prompt.clone(),
+            negative_prompt: row.negative_prompt.clone(),
+            parameters: row.parameters.clone(),
+        });
+        metrics::counter!("velro_api_generations_total", "model" => model.id).increment(1);
+    }
+    Ok(created)
+}
+
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    user: User,
+    fresh: Freshness,
+    headers: HeaderMap,
+    Json(mut body): Json<NewGenerationBody>,
+) -> ApiResult<Written<GenerationRow>> {
+    let key = idempotency_key(&headers, body.idempotency_key.take())?;
+    match create_one(&state, &user, &fresh, body, key).await? {
         Created::Replay(existing) => Ok(Written::ok(fresh, existing)),
         Created::New(row) => {
-            state.runner.spawn(Job {
-                id: row.id,
-                owner: row.owner_id,
-                model_id: row.model_id.clone(),
-                prompt: row.prompt.clone(),
-                negative_prompt: row.negative_prompt.clone(),
-                parameters: row.parameters.clone(),
-            });
-            metrics::counter!("velro_api_generations_total", "model" => model.id).increment(1);
             let fresh = written(&state, &fresh).await?;
             Ok(Written::accepted(fresh, row))
         }
     }
+}
+
+/// Most generations in one batch.
+const MAX_BATCH: usize = 10;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Batch {
+    items: Vec<NewGenerationBody>,
+}
+
+/// Create up to 10 generations; each item succeeds or fails on its own (and is charged on its
+/// own), answered in order as `{status, generation}` or `{status, error}`.
+pub(crate) async fn create_batch(
+    State(state): State<AppState>,
+    user: User,
+    fresh: Freshness,
+    Json(body): Json<Batch>,
+) -> ApiResult<Written<Value>> {
+    if body.items.is_empty() || body.items.len() > MAX_BATCH {
+        return Err(ApiError::validation(
+            "items",
+            format!("a batch holds 1 to {MAX_BATCH} generations"),
+        ));
+    }
+    let mut results = Vec::with_capacity(body.items.len());
+    for mut item in body.items {
+        let key = match idempotency_key(&HeaderMap::new(), item.idempotency_key.take()) {
+            Ok(key) => key,
+            Err(e) => {
+                results.push(item_error(e));
+                continue;
+            }
+        };
+        match create_one(&state, &user, &fresh, item, key).await {
+            Ok(Created::New(row)) => results.push(json!({ "status": 202, "generation": row })),
+            Ok(Created::Replay(row)) => results.push(json!({ "status": 200, "generation": row })),
+            // The PDP being down fails the whole batch, loudly.
+            Err(ApiError::PdpUnavailable) => return Err(ApiError::PdpUnavailable),
+            Err(e) => results.push(item_error(e)),
+        }
+    }
+    let fresh = written(&state, &fresh).await?;
+    Ok(Written::ok(fresh, json!({ "items": results })))
+}
+
+fn item_error(error: ApiError) -> Value {
+    if let ApiError::Internal(detail) = &error {
+        tracing::error!(error = %detail, "batch item failed");
+    }
+    let (status, code) = error.status_and_code();
+    json!({ "status": status.as_u16(), "error": { "code": code, "message": error.to_string() } })
 }
 
 #[derive(Debug, Deserialize)]

@@ -369,3 +369,36 @@ async fn a_failed_generation_is_refunded_exactly_once() {
     );
     api.stop().await;
 }
+
+#[tokio::test]
+async fn batches_answer_each_item_on_its_own() {
+    let api = TestApi::start(|c| c.signup_credits = 100).await;
+    let user = api.register("user").await;
+    let other = api.register("other").await;
+    let mine = api.project(&user, json!({ "name": "mine" })).await;
+    let theirs = api.project(&other, json!({ "name": "theirs" })).await;
+    let item = |project: &str| json!({ "model_id": "flux-pro/v1.1-ultra", "prompt": "p", "project_id": project });
+    let reply = api
+        .post(
+            "/api/v1/generations/batch",
+            Some(&user.token),
+            json!({ "items": [item(&mine), item(&theirs), { "model_id": "nope", "prompt": "p", "project_id": mine }, item(&mine), item(&mine)] }),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    let statuses: Vec<i64> = reply.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["status"].as_i64().unwrap())
+        .collect();
+    // Two charged at 50 each; the invisible project is 404, the bad model 400, the last 402.
+    assert_eq!(statuses, [202, 404, 400, 202, 402]);
+    assert!(reply.consistency().is_some());
+    let too_many = json!({ "items": (0..11).map(|_| item(&mine)).collect::<Vec<_>>() });
+    let reply = api
+        .post("/api/v1/generations/batch", Some(&user.token), too_many)
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_REQUEST);
+    api.stop().await;
+}
