@@ -121,22 +121,28 @@ async fn start_embedded_pdp(
     let key = SecretString::from(
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(random_bytes(32)?),
     );
-    let pdp_config = PdpConfig {
-        grpc_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        http_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        policies: config.policies.clone(),
-        database_url: SecretString::from(config.database_url()),
-        redis_url: config.redis_url.clone(),
-        audit: format!("file:{}", config.data_dir.join("audit").display()),
-        data_dir: config.data_dir.clone(),
-        api_keys: Some(key.clone()),
-        media_base_url: public_url.to_owned(),
-        log_format: if config.log_format == "json" {
-            LogFormat::Json
-        } else {
-            LogFormat::Text
-        },
-        ..PdpConfig::default()
+    // The PDP's own settings (EMERGENCY_AUTH_MODE, PDP_TAIL_INTERVAL_MS, … and PDP_CONFIG) apply;
+    // where it listens, what it reads and who may call it are the API's.
+    let mut pdp_config = PdpConfig::load(None)?;
+    pdp_config.grpc_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    pdp_config.http_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+    pdp_config.policies = config.policies.clone();
+    pdp_config.database_url = SecretString::from(config.database_url());
+    pdp_config.redis_url = config.redis_url.clone();
+    if std::env::var_os("PDP_AUDIT").is_none() {
+        pdp_config.audit = format!("file:{}", config.data_dir.join("audit").display());
+    }
+    pdp_config.data_dir = config.data_dir.clone();
+    pdp_config.api_keys = Some(key.clone());
+    pdp_config.admin_key = None;
+    pdp_config.tls_cert = None;
+    pdp_config.tls_key = None;
+    pdp_config.tls_client_ca = None;
+    pdp_config.media_base_url = public_url.to_owned();
+    pdp_config.log_format = if config.log_format == "json" {
+        LogFormat::Json
+    } else {
+        LogFormat::Text
     };
     let grpc = TcpListener::bind(pdp_config.grpc_addr).await?;
     let http = TcpListener::bind(pdp_config.http_addr).await?;

@@ -48,6 +48,7 @@ fn banner(running: &app::Running, demo: bool) {
     let api = format!("http://{}", running.addr);
     println!("velro-api listening on {api}");
     println!("  REST API      {api}/api/v1  (models: {api}/api/v1/models)");
+    println!("  docs          {api}/docs/  (OpenAPI: {api}/openapi.json)");
     println!("  health        {api}/health/detailed");
     match (running.pdp_grpc, running.pdp_http) {
         (Some(grpc), Some(http)) => {

@@ -153,3 +153,58 @@ async fn the_consistency_header_carries_writes_across_replicas() {
     a.stop().await;
     b.stop().await;
 }
+
+/// Rate limits live in Redis when it is configured, so replicas share them.
+#[tokio::test]
+async fn rate_limits_are_shared_by_replicas_through_redis() {
+    let Some((database, redis)) = services().await else {
+        return;
+    };
+    let (db2, redis2) = (database.clone(), redis.clone());
+    let a = TestApi::start(move |c| {
+        c.database_url = Some(SecretString::from(database));
+        c.redis_url = Some(SecretString::from(redis));
+        c.rate_generations = 2;
+    })
+    .await;
+    let b = TestApi::start(move |c| {
+        c.database_url = Some(SecretString::from(db2));
+        c.redis_url = Some(SecretString::from(redis2));
+        c.rate_generations = 2;
+    })
+    .await;
+    let user = a.register("user").await;
+    let created = a
+        .post(
+            "/api/v1/projects",
+            Some(&user.token),
+            serde_json::json!({ "name": "p" }),
+        )
+        .await;
+    let token = created.consistency().unwrap();
+    let body = serde_json::json!({ "model_id": "imagen4/preview/ultra", "prompt": "p",
+        "project_id": created.body["id"] });
+    let mut statuses = Vec::new();
+    for api in [&a, &b, &a] {
+        let reply = api
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/generations",
+                Some(&user.token),
+                Some(body.clone()),
+                &[("x-velro-consistency", &token)],
+            )
+            .await;
+        statuses.push(reply.status);
+    }
+    assert_eq!(
+        statuses,
+        [
+            reqwest::StatusCode::ACCEPTED,
+            reqwest::StatusCode::ACCEPTED,
+            reqwest::StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+    a.stop().await;
+    b.stop().await;
+}
