@@ -58,7 +58,7 @@ async fn the_run_command_works_with_no_configuration() {
         "{banner:?}"
     );
 
-    let client = reqwest::Client::new();
+    let client = crate::support::http();
     let health = client
         .get(format!("{base}/health/detailed"))
         .send()

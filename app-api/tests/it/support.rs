@@ -16,6 +16,12 @@ pub fn policies_root() -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policies")
 }
 
+/// An HTTP client (installs ring as rustls's provider, as the API itself does).
+pub fn http() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// A configuration for tests: ephemeral port, temp data, fast provider, generous limits.
 pub fn test_config(data: &std::path::Path) -> ApiConfig {
     ApiConfig {

@@ -87,6 +87,8 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // reqwest's rustls backend, when compiled in, needs a process-wide provider: ring.
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
     match Cli::parse().command {
         Command::Seed {
             database_url,

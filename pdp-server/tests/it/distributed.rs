@@ -81,7 +81,7 @@ fn spawn(database_url: &str, redis_prefix: &str, name: &str, data: &std::path::P
 }
 
 async fn decide(http: std::net::SocketAddr, body: &Value) -> Value {
-    reqwest::Client::new()
+    crate::support::http()
         .post(format!("http://{http}/v1/check"))
         .bearer_auth(API_KEY)
         .json(body)

@@ -14,7 +14,7 @@ fn body(principal: impl ToString, action: &str, resource: impl ToString) -> Valu
 }
 
 async fn post(pdp: &TestPdp, path: &str, key: Option<&str>, body: &Value) -> (StatusCode, Value) {
-    let mut request = reqwest::Client::new().post(pdp.url(path)).json(body);
+    let mut request = crate::support::http().post(pdp.url(path)).json(body);
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }
@@ -24,7 +24,7 @@ async fn post(pdp: &TestPdp, path: &str, key: Option<&str>, body: &Value) -> (St
 }
 
 async fn get(pdp: &TestPdp, path: &str, key: Option<&str>) -> (StatusCode, String) {
-    let mut request = reqwest::Client::new().get(pdp.url(path));
+    let mut request = crate::support::http().get(pdp.url(path));
     if let Some(key) = key {
         request = request.bearer_auth(key);
     }

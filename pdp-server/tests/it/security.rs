@@ -176,7 +176,13 @@ async fn tls_serves_both_protocols() {
     // Reached the server over TLS and was answered (the ids are malformed on purpose).
     assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
     // Plain text is refused.
-    assert!(reqwest::get(pdp.url("/healthz")).await.is_err());
+    assert!(
+        crate::support::http()
+            .get(pdp.url("/healthz"))
+            .send()
+            .await
+            .is_err()
+    );
     pdp.stop().await;
 }
 

@@ -114,11 +114,19 @@ impl TestPdp {
     }
 }
 
+/// An HTTP client. reqwest's rustls backend may be compiled in (the app API enables it, and
+/// features unify across the workspace); it then needs a process-wide crypto provider: ring, as
+/// everywhere in this workspace.
+pub fn http() -> reqwest::Client {
+    let _ = tokio_rustls::rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::new()
+}
+
 /// Wait (bounded) until `/readyz` answers 200.
 pub async fn wait_ready(http: SocketAddr) {
     let url = format!("http://{http}/readyz");
     for _ in 0..1000 {
-        if let Ok(r) = reqwest::get(&url).await
+        if let Ok(r) = crate::support::http().get(&url).send().await
             && r.status().is_success()
         {
             return;
