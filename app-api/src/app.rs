@@ -21,6 +21,7 @@ use velro_pdp::config::{LogFormat, PdpConfig};
 
 use crate::auth::{LoginThrottle, TokenKeys, random_bytes};
 use crate::authz::Pdp;
+use crate::chat::{ChatProvider, RemoteChat};
 use crate::config::ApiConfig;
 use crate::providers::fal::FalProvider;
 use crate::providers::{LocalProvider, MediaStore, Provider, Runner};
@@ -39,6 +40,8 @@ pub struct Settings {
     pub embedded_pdp: bool,
     /// Where the API is reachable.
     pub public_url: String,
+    /// Payment webhook secret.
+    pub webhook_secret: Option<SecretString>,
 }
 
 /// Everything handlers share. Cheap to clone.
@@ -62,6 +65,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Redis, when configured (for health).
     pub redis: Option<redis::aio::ConnectionManager>,
+    /// The chat provider.
+    pub chat: ChatProvider,
 }
 
 /// A running API.
@@ -243,6 +248,23 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
         }),
     };
     tracing::info!(provider = provider.name(), "generation provider");
+    let chat = match (config.chat_provider.as_str(), &config.chat_key) {
+        ("openai" | "auto", Some(key)) => ChatProvider::Remote(RemoteChat {
+            base_url: config.chat_base_url.clone(),
+            key: key.clone(),
+            http: reqwest::Client::builder()
+                .connect_timeout(Duration::from_secs(10))
+                .build()?,
+            models: config
+                .chat_models
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        }),
+        _ => ChatProvider::Local,
+    };
     let runner = Runner {
         provider,
         media: media.clone(),
@@ -266,8 +288,10 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
             invitation_ttl: Duration::from_secs(config.invitation_ttl_seconds),
             embedded_pdp: embedded.is_some(),
             public_url: public_url.clone(),
+            webhook_secret: config.stripe_webhook_secret.clone(),
         }),
         redis,
+        chat,
     };
 
     // Generations a previous process left unfinished can never complete: fail and refund them.
@@ -276,6 +300,7 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
             tracing::warn!(generation = %id, "unfinished generation failed and refunded");
         }
     }
+    repo.seed_builtin_styles().await?;
     if let Err(e) = repo.prune_revocations().await {
         tracing::warn!(error = %e, "could not prune expired revocations");
     }

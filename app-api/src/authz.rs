@@ -65,6 +65,12 @@ pub enum Kind {
     Project,
     /// A generation.
     Generation,
+    /// A user's credit account (its id is the user's).
+    CreditAccount,
+    /// A style stack.
+    StyleStack,
+    /// A chat session.
+    ChatSession,
     /// The platform itself (`Platform::"velro"`; the id is ignored).
     Platform,
 }
@@ -76,6 +82,9 @@ impl Kind {
             Self::Team => "Team",
             Self::Project => "Project",
             Self::Generation => "Generation",
+            Self::CreditAccount => "CreditAccount",
+            Self::StyleStack => "StyleStack",
+            Self::ChatSession => "ChatSession",
             Self::Platform => "Platform",
         }
     }
@@ -87,6 +96,9 @@ impl Kind {
             Self::Team => "team",
             Self::Project => "project",
             Self::Generation => "generation",
+            Self::CreditAccount => "credit account",
+            Self::StyleStack => "style stack",
+            Self::ChatSession => "chat session",
             Self::Platform => "platform",
         }
     }

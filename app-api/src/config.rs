@@ -78,6 +78,26 @@ pub struct ApiConfig {
     /// Pause between progress steps of the local provider, milliseconds.
     #[arg(long, env = "LOCAL_PROVIDER_STEP_MS", default_value_t = 250)]
     pub local_step_ms: u64,
+    /// Chat provider: `local` (offline), `openai` (OpenAI-compatible), or `auto` (`openai` when
+    /// `OPENROUTER_API_KEY` is set).
+    #[arg(long, env = "CHAT_PROVIDER", default_value = "auto")]
+    pub chat_provider: String,
+    /// Key of the OpenAI-compatible chat endpoint.
+    #[arg(long, env = "OPENROUTER_API_KEY", hide_env_values = true)]
+    pub chat_key: Option<SecretString>,
+    /// Base URL of the OpenAI-compatible chat endpoint.
+    #[arg(
+        long,
+        env = "CHAT_BASE_URL",
+        default_value = "https://openrouter.ai/api/v1"
+    )]
+    pub chat_base_url: String,
+    /// Chat models offered (comma separated), the first one the default.
+    #[arg(long, env = "CHAT_MODELS", default_value = "openai/gpt-4o-mini")]
+    pub chat_models: String,
+    /// Secret of the payment provider's webhook (Stripe's `whsec_…`); unset = webhooks refused.
+    #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
+    pub stripe_webhook_secret: Option<SecretString>,
     /// Largest JSON body, bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -115,6 +135,11 @@ impl ApiConfig {
             fal_base_url: "https://queue.fal.run".into(),
             fal_poll_ms: 1000,
             local_step_ms: 250,
+            chat_provider: "auto".into(),
+            chat_key: None,
+            chat_base_url: "https://openrouter.ai/api/v1".into(),
+            chat_models: "openai/gpt-4o-mini".into(),
+            stripe_webhook_secret: None,
             max_body_bytes: 1024 * 1024,
             demo: false,
             log_format: "text".into(),
@@ -152,6 +177,14 @@ impl ApiConfig {
         anyhow::ensure!(
             self.generation_provider != "fal" || self.fal_key.is_some(),
             "GENERATION_PROVIDER=fal needs FAL_KEY"
+        );
+        anyhow::ensure!(
+            matches!(self.chat_provider.as_str(), "auto" | "local" | "openai"),
+            "CHAT_PROVIDER must be auto, local or openai"
+        );
+        anyhow::ensure!(
+            self.chat_provider != "openai" || self.chat_key.is_some(),
+            "CHAT_PROVIDER=openai needs OPENROUTER_API_KEY"
         );
         anyhow::ensure!(
             self.fal_base_url.starts_with("https://") || self.fal_base_url.starts_with("http://"),

@@ -108,6 +108,7 @@ pub async fn seed(state: &AppState) -> anyhow::Result<bool> {
             negative_prompt: String::new(),
             parameters: model.validate(None)?,
             cost: model.cost,
+            style_stack_id: None,
             idempotency_key: None,
         };
         if let Created::New(row) = repo.create_generation(&new).await? {

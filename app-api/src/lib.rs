@@ -5,14 +5,17 @@
 pub mod app;
 pub mod auth;
 pub mod authz;
+pub mod chat;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
 pub mod models;
 pub mod openapi;
+pub mod payments;
 pub mod providers;
 pub mod ratelimit;
 pub mod repo;
 pub mod request_id;
 pub mod routes;
+pub mod styles;

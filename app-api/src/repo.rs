@@ -5,6 +5,10 @@
 //! Every multi-statement write is one transaction that starts with a write, so SQLite takes its
 //! lock up front instead of failing an upgrade.
 
+pub mod chat;
+pub mod credits;
+pub mod styles;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
@@ -245,6 +249,8 @@ pub struct GenerationRow {
     pub negative_prompt: String,
     /// Validated parameters.
     pub parameters: Value,
+    /// The style stack applied to the prompt.
+    pub style_stack_id: Option<Uuid>,
     /// `pending | processing | completed | failed | cancelled`.
     pub status: String,
     /// 0 to 100.
@@ -263,7 +269,7 @@ pub struct GenerationRow {
     pub completed_at: Option<String>,
 }
 
-const GENERATION_COLUMNS: &str = "id, owner_id, project_id, parent_generation_id, model_id, prompt, negative_prompt, parameters, status, progress, credits_charged, error, favorite, created_at, updated_at, completed_at";
+const GENERATION_COLUMNS: &str = "id, owner_id, project_id, parent_generation_id, model_id, prompt, negative_prompt, parameters, style_stack_id, status, progress, credits_charged, error, favorite, created_at, updated_at, completed_at";
 
 impl GenerationRow {
     fn from_row(row: &AnyRow) -> ApiResult<Self> {
@@ -276,6 +282,7 @@ impl GenerationRow {
             prompt: row.try_get("prompt")?,
             negative_prompt: row.try_get("negative_prompt")?,
             parameters: json_col(row, "parameters")?,
+            style_stack_id: opt_uuid_col(row, "style_stack_id")?,
             status: row.try_get("status")?,
             progress: row.try_get("progress")?,
             credits_charged: row.try_get("credits_charged")?,
@@ -309,6 +316,8 @@ pub struct NewGeneration {
     pub parameters: Value,
     /// Price.
     pub cost: i64,
+    /// The style stack applied to the prompt.
+    pub style_stack_id: Option<Uuid>,
     /// Client's idempotency key.
     pub idempotency_key: Option<String>,
 }
@@ -1091,8 +1100,8 @@ impl Repo {
             .try_get("credits")?;
         let inserted = sqlx::query(
             "INSERT INTO generations (id, owner_id, project_id, parent_generation_id, model_id, prompt, negative_prompt, \
-             parameters, status, progress, credits_charged, idempotency_key, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11)",
+             parameters, status, progress, credits_charged, idempotency_key, created_at, updated_at, style_stack_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'pending', 0, $9, $10, $11, $11, $12)",
         )
         .bind(new.id.to_string())
         .bind(new.owner_id.to_string())
@@ -1105,6 +1114,7 @@ impl Repo {
         .bind(new.cost)
         .bind(new.idempotency_key.clone())
         .bind(now)
+        .bind(new.style_stack_id.map(|s| s.to_string()))
         .execute(&mut *tx)
         .await;
         match inserted {

@@ -3,10 +3,13 @@
 //! write's consistency token in `X-Velro-Consistency`.
 
 pub mod auth;
+pub mod chat;
+pub mod credits;
 pub mod generations;
 pub mod health;
 pub mod media;
 pub mod projects;
+pub mod styles;
 pub mod teams;
 pub mod users;
 
@@ -172,6 +175,32 @@ pub fn router() -> Router<AppState> {
             "/projects/{id}/generations/{generation_id}",
             put(projects::transfer_in),
         )
+        .route("/credits/balance", get(credits::balance))
+        .route("/credits/transactions", get(credits::transactions))
+        .route("/credits/pricing", get(credits::pricing))
+        .route("/credits/purchases", post(credits::purchase))
+        .route("/credits/purchases/{id}", get(credits::get_purchase))
+        .route("/credits/webhook", post(credits::webhook))
+        .route("/credits/transfers", post(credits::transfer))
+        .route("/style-stacks", get(styles::list).post(styles::create))
+        .route(
+            "/style-stacks/{id}",
+            get(styles::get)
+                .patch(styles::update)
+                .delete(styles::delete),
+        )
+        .route("/style-stacks/{id}/apply", post(styles::apply))
+        .route("/chat/models", get(chat::models))
+        .route("/chat/suggestions", get(chat::suggestions))
+        .route(
+            "/chat/sessions",
+            post(chat::create_session).get(chat::list_sessions),
+        )
+        .route(
+            "/chat/sessions/{id}",
+            get(chat::get_session).delete(chat::delete_session),
+        )
+        .route("/chat/sessions/{id}/messages", post(chat::send))
         .route("/models", get(generations::models))
         .route(
             "/generations",

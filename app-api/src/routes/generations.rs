@@ -39,6 +39,7 @@ pub(crate) struct NewGenerationBody {
     project_id: String,
     parameters: Option<Value>,
     parent_generation_id: Option<String>,
+    style_stack_id: Option<String>,
     idempotency_key: Option<String>,
 }
 
@@ -86,6 +87,7 @@ async fn create_one(
     let parameters = model.validate(body.parameters.as_ref())?;
     let project = parse_id("project_id", &body.project_id)?;
     let parent = parse_opt_id("parent_generation_id", body.parent_generation_id.as_deref())?;
+    let style = parse_opt_id("style_stack_id", body.style_stack_id.as_deref())?;
     let me = user.principal();
 
     let ask = Ask::new("project:create_generation", Kind::Project, project);
@@ -94,6 +96,15 @@ async fn create_one(
         let ask = Ask::new("generation:view", Kind::Generation, parent);
         state.pdp.require(me, "generation:view", ask, fresh).await?;
     }
+    let (prompt, negative_prompt) = match style {
+        None => (prompt, negative_prompt),
+        Some(style) => {
+            let applied =
+                super::styles::use_style(state, me, fresh, style, &prompt, &negative_prompt, model)
+                    .await?;
+            (applied.prompt, applied.negative_prompt)
+        }
+    };
 
     let new = NewGeneration {
         id: Uuid::now_v7(),
@@ -105,6 +116,7 @@ async fn create_one(
         negative_prompt,
         parameters,
         cost: model.cost,
+        style_stack_id: style,
         idempotency_key: key,
     };
     let created = state.repo.create_generation(&new).await?;

@@ -10,8 +10,11 @@
 
 mod attacks;
 mod binary;
+mod chat;
+mod credits;
 mod fal;
 mod flows;
 mod generations;
 mod postgres;
+mod styles;
 mod support;
