@@ -42,6 +42,8 @@ pub struct Settings {
     pub public_url: String,
     /// Payment webhook secret.
     pub webhook_secret: Option<SecretString>,
+    /// Largest upload, bytes.
+    pub max_file_bytes: u64,
 }
 
 /// Everything handlers share. Cheap to clone.
@@ -289,6 +291,7 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
             embedded_pdp: embedded.is_some(),
             public_url: public_url.clone(),
             webhook_secret: config.stripe_webhook_secret.clone(),
+            max_file_bytes: config.max_file_bytes,
         }),
         redis,
         chat,
@@ -305,6 +308,23 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
         tracing::warn!(error = %e, "could not prune expired revocations");
     }
 
+    // Orphaned media files (a crash between writing a file and its row) are swept hourly.
+    let sweeper = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            match sweeper
+                .media
+                .sweep_orphans(&sweeper.repo, Duration::from_secs(3600))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(removed = n, "orphaned media files swept"),
+                Err(e) => tracing::warn!(error = %e, "orphan sweep failed"),
+            }
+        }
+    });
     let router = router(state.clone(), config.max_body_bytes);
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
@@ -347,9 +367,27 @@ async fn limit_ip(State(state): State<AppState>, request: Request, next: Next) -
     next.run(request).await
 }
 
+/// Request count and latency by method, route template and status class.
+async fn record(request: Request, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let method = request.method().as_str().to_owned();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = format!("{}xx", response.status().as_u16() / 100);
+    let labels = [("method", method), ("route", route), ("status", status)];
+    metrics::counter!("velro_api_requests_total", &labels).increment(1);
+    metrics::histogram!("velro_api_request_duration_us", &labels)
+        .record(started.elapsed().as_micros() as f64);
+    response
+}
+
 /// The whole HTTP surface.
 pub fn router(state: AppState, max_body_bytes: usize) -> Router {
-    routes::router()
+    routes::router(state.settings.max_file_bytes)
+        .route_layer(axum::middleware::from_fn(record))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             limit_ip,

@@ -71,6 +71,8 @@ pub enum Kind {
     StyleStack,
     /// A chat session.
     ChatSession,
+    /// An uploaded media file.
+    MediaFile,
     /// The platform itself (`Platform::"velro"`; the id is ignored).
     Platform,
 }
@@ -85,6 +87,7 @@ impl Kind {
             Self::CreditAccount => "CreditAccount",
             Self::StyleStack => "StyleStack",
             Self::ChatSession => "ChatSession",
+            Self::MediaFile => "MediaFile",
             Self::Platform => "Platform",
         }
     }
@@ -99,6 +102,7 @@ impl Kind {
             Self::CreditAccount => "credit account",
             Self::StyleStack => "style stack",
             Self::ChatSession => "chat session",
+            Self::MediaFile => "upload",
             Self::Platform => "platform",
         }
     }
@@ -509,6 +513,36 @@ impl Pdp {
         attachment: bool,
         fresh: &Freshness,
     ) -> ApiResult<Option<Vec<MediaUrl>>> {
+        self.mint_for(
+            caller,
+            generation.to_string(),
+            String::new(),
+            attachment,
+            fresh,
+        )
+        .await
+    }
+
+    /// Sign the URL of an upload; `None` when the decision is deny.
+    pub async fn mint_upload(
+        &self,
+        caller: Principal,
+        media: Uuid,
+        attachment: bool,
+        fresh: &Freshness,
+    ) -> ApiResult<Option<Vec<MediaUrl>>> {
+        self.mint_for(caller, String::new(), media.to_string(), attachment, fresh)
+            .await
+    }
+
+    async fn mint_for(
+        &self,
+        caller: Principal,
+        generation_id: String,
+        media_id: String,
+        attachment: bool,
+        fresh: &Freshness,
+    ) -> ApiResult<Option<Vec<MediaUrl>>> {
         let disposition = if attachment {
             proto::Disposition::Attachment
         } else {
@@ -517,7 +551,8 @@ impl Pdp {
         let request = proto::MintMediaUrlRequest {
             store: STORE.into(),
             principal: Some(caller.entity()),
-            generation_id: generation.to_string(),
+            generation_id,
+            media_id,
             disposition: disposition.into(),
             consistency: fresh.proto(),
             request_id: request_id::current(),

@@ -98,6 +98,9 @@ pub struct ApiConfig {
     /// Secret of the payment provider's webhook (Stripe's `whsec_…`); unset = webhooks refused.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<SecretString>,
+    /// Largest upload, bytes (50 MiB).
+    #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 50 * 1024 * 1024)]
+    pub max_file_bytes: u64,
     /// Largest JSON body, bytes.
     #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,
@@ -140,6 +143,7 @@ impl ApiConfig {
             chat_base_url: "https://openrouter.ai/api/v1".into(),
             chat_models: "openai/gpt-4o-mini".into(),
             stripe_webhook_secret: None,
+            max_file_bytes: 50 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
             demo: false,
             log_format: "text".into(),
@@ -193,6 +197,10 @@ impl ApiConfig {
         anyhow::ensure!(
             self.rate_user > 0 && self.rate_ip > 0 && self.rate_generations > 0,
             "rate limits must be positive"
+        );
+        anyhow::ensure!(
+            (1024..=10 * 1024 * 1024 * 1024).contains(&self.max_file_bytes),
+            "MAX_FILE_SIZE must be 1 KiB to 10 GiB"
         );
         anyhow::ensure!(
             (1024..=64 * 1024 * 1024).contains(&self.max_body_bytes),

@@ -28,6 +28,9 @@ pub enum ApiError {
     /// The body is not JSON.
     #[error("expected Content-Type: application/json")]
     UnsupportedMediaType,
+    /// An uploaded file is not one of the accepted image or video types (by its bytes).
+    #[error("only JPEG, PNG, WebP, GIF, MP4, WebM and QuickTime files are accepted")]
+    UnsupportedFileType,
     /// No or an invalid access token.
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -98,6 +101,9 @@ impl ApiError {
             Self::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "PAYLOAD_TOO_LARGE"),
             Self::UnsupportedMediaType => {
                 (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_MEDIA_TYPE")
+            }
+            Self::UnsupportedFileType => {
+                (StatusCode::UNSUPPORTED_MEDIA_TYPE, "UNSUPPORTED_FILE_TYPE")
             }
             Self::Unauthenticated(_) => (StatusCode::UNAUTHORIZED, "UNAUTHENTICATED"),
             Self::InvalidCredentials => (StatusCode::UNAUTHORIZED, "INVALID_CREDENTIALS"),

@@ -10,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod media_types;
 pub mod models;
 pub mod openapi;
 pub mod payments;

@@ -326,6 +326,89 @@ impl MediaStore {
         Ok(key)
     }
 
+    /// The root folder.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A fresh temporary file under the root for an upload in progress (same file system, so
+    /// committing is a rename).
+    pub async fn temp_file(&self) -> std::io::Result<(PathBuf, tokio::fs::File)> {
+        let dir = self.root.join("tmp");
+        tokio::fs::create_dir_all(&dir).await?;
+        let path = dir.join(format!("{}.partial", Uuid::now_v7()));
+        let file = tokio::fs::File::create(&path).await?;
+        Ok((path, file))
+    }
+
+    /// Move a finished temporary file to `key`.
+    pub async fn commit(&self, temp: &Path, key: &str) -> std::io::Result<()> {
+        let path = self
+            .path_of(key)
+            .ok_or_else(|| std::io::Error::other("invalid storage key"))?;
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
+        }
+        tokio::fs::rename(temp, &path).await
+    }
+
+    /// SHA-256 (hex) and size of a stored file, read in chunks.
+    pub async fn digest(&self, key: &str) -> std::io::Result<(String, u64)> {
+        let path = self
+            .path_of(key)
+            .ok_or_else(|| std::io::Error::other("invalid storage key"))?;
+        let mut file = tokio::fs::File::open(path).await?;
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut size = 0u64;
+        loop {
+            let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            size += read as u64;
+            context.update(&buffer[..read]);
+        }
+        Ok((hex::encode(context.finish().as_ref()), size))
+    }
+
+    /// Remove files no database record names and that are older than `min_age` (so uploads and
+    /// generations in flight are left alone). Returns how many were removed.
+    pub async fn sweep_orphans(&self, repo: &Repo, min_age: Duration) -> anyhow::Result<usize> {
+        let mut removed = 0;
+        let mut folders = vec![self.root.clone()];
+        while let Some(folder) = folders.pop() {
+            let mut entries = tokio::fs::read_dir(&folder).await?;
+            while let Some(entry) = entries.next_entry().await? {
+                let meta = entry.metadata().await?;
+                if meta.is_dir() {
+                    folders.push(entry.path());
+                    continue;
+                }
+                let old_enough = meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| m.elapsed().ok())
+                    .is_some_and(|age| age >= min_age);
+                if !old_enough {
+                    continue;
+                }
+                let Ok(relative) = entry.path().strip_prefix(&self.root).map(Path::to_path_buf)
+                else {
+                    continue;
+                };
+                let key = relative.to_string_lossy().replace('\\', "/");
+                let partial = key.starts_with("tmp/");
+                if partial || !repo.key_known(&key).await? {
+                    tokio::fs::remove_file(entry.path()).await?;
+                    tracing::info!(key = %key, "orphaned media file removed");
+                    removed += 1;
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     /// Remove stored files (best effort; a leftover file is unreachable without its row).
     pub async fn remove(&self, keys: &[String]) {
         for key in keys {

@@ -8,6 +8,7 @@
 pub mod chat;
 pub mod credits;
 pub mod styles;
+pub mod uploads;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};

@@ -9,6 +9,7 @@ pub mod generations;
 pub mod health;
 pub mod media;
 pub mod projects;
+pub mod storage;
 pub mod styles;
 pub mod teams;
 pub mod users;
@@ -125,8 +126,11 @@ async fn not_found() -> ApiError {
     ApiError::NotFound("route")
 }
 
-/// Every route.
-pub fn router() -> Router<AppState> {
+/// Every route; uploads may be up to `max_file_bytes` (other bodies keep the global limit).
+pub fn router(max_file_bytes: u64) -> Router<AppState> {
+    let upload_limit = usize::try_from(max_file_bytes)
+        .unwrap_or(usize::MAX)
+        .saturating_add(storage::MULTIPART_OVERHEAD);
     let api = Router::new()
         .route("/auth/register", post(auth::register))
         .route("/auth/login", post(auth::login))
@@ -201,6 +205,19 @@ pub fn router() -> Router<AppState> {
             get(chat::get_session).delete(chat::delete_session),
         )
         .route("/chat/sessions/{id}/messages", post(chat::send))
+        .route(
+            "/storage/uploads",
+            post(storage::upload)
+                .layer(axum::extract::DefaultBodyLimit::max(upload_limit))
+                .get(storage::list),
+        )
+        .route(
+            "/storage/uploads/{id}",
+            get(storage::get).delete(storage::delete),
+        )
+        .route("/storage/uploads/{id}/url", get(storage::url))
+        .route("/storage/uploads/{id}/verify", post(storage::verify))
+        .route("/storage/usage", get(storage::usage))
         .route("/models", get(generations::models))
         .route(
             "/generations",

@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use super::{Job, Rendered};
+use crate::media_types::sniff;
 
 /// Largest output accepted, bytes.
 const MAX_OUTPUT_BYTES: usize = 512 * 1024 * 1024;
@@ -52,30 +53,6 @@ struct Status {
     status: String,
     #[serde(default)]
     queue_position: Option<i64>,
-}
-
-/// The content type of `bytes` by magic number, for the media a provider may return.
-pub fn sniff(bytes: &[u8]) -> Option<(&'static str, &'static str)> {
-    let starts = |magic: &[u8]| bytes.starts_with(magic);
-    if starts(b"\x89PNG\r\n\x1a\n") {
-        Some(("image/png", "png"))
-    } else if starts(&[0xFF, 0xD8, 0xFF]) {
-        Some(("image/jpeg", "jpg"))
-    } else if bytes.len() >= 12 && &bytes[..4] == b"RIFF" && &bytes[8..12] == b"WEBP" {
-        Some(("image/webp", "webp"))
-    } else if starts(b"GIF87a") || starts(b"GIF89a") {
-        Some(("image/gif", "gif"))
-    } else if bytes.len() >= 12 && &bytes[4..8] == b"ftyp" {
-        if &bytes[8..10] == b"qt" {
-            Some(("video/quicktime", "mov"))
-        } else {
-            Some(("video/mp4", "mp4"))
-        }
-    } else if starts(&[0x1A, 0x45, 0xDF, 0xA3]) {
-        Some(("video/webm", "webm"))
-    } else {
-        None
-    }
 }
 
 /// The first media URL of a FAL result: `images[0].url`, `image.url` or `video.url`.
@@ -225,17 +202,6 @@ impl FalProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn media_types_come_from_magic_bytes() {
-        assert_eq!(sniff(b"\x89PNG\r\n\x1a\nrest").unwrap().0, "image/png");
-        assert_eq!(sniff(&[0xFF, 0xD8, 0xFF, 0xE0]).unwrap().0, "image/jpeg");
-        assert_eq!(sniff(b"RIFF\0\0\0\0WEBPVP8 ").unwrap().0, "image/webp");
-        assert_eq!(sniff(b"\0\0\0\x18ftypmp42").unwrap().0, "video/mp4");
-        assert_eq!(sniff(b"\0\0\0\x14ftypqt  ").unwrap().0, "video/quicktime");
-        assert!(sniff(b"<html><script>").is_none());
-        assert!(sniff(b"MZ\x90\0").is_none());
-    }
 
     #[test]
     fn result_shapes_are_understood() {

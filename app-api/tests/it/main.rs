@@ -16,5 +16,6 @@ mod fal;
 mod flows;
 mod generations;
 mod postgres;
+mod storage;
 mod styles;
 mod support;

@@ -1,5 +1,7 @@
 //! `Engine::mint_media_urls`: check `generation:view_media` (inline) or `generation:download`
-//! (attachment) for the generation, then sign one URL per media file of it (DESIGN §6.3).
+//! (attachment) for the generation, then sign one URL per media file of it (DESIGN §6.3). For an
+//! upload not attached to a generation (`media_id`), check `media:view` / `media:download` on the
+//! media file and sign that one file.
 
 use std::time::Duration;
 
@@ -21,8 +23,10 @@ pub struct MintRequest {
     pub store: Option<String>,
     /// Who will fetch the media.
     pub principal: EntityInput,
-    /// The generation.
+    /// The generation (ignored when `media_id` is set).
     pub generation_id: String,
+    /// An upload not attached to a generation, instead of a generation.
+    pub media_id: Option<String>,
     /// Inline (view) or attachment (download).
     pub disposition: Disposition,
     /// URL lifetime; the signer's default when `None`.
@@ -56,18 +60,28 @@ pub struct MintOutcome {
 impl Engine {
     /// Check and, if allowed, mint signed URLs for every media file of a generation.
     pub async fn mint_media_urls(&self, request: &MintRequest) -> Result<MintOutcome> {
-        let generation = parse_uuid(&request.generation_id)?;
-        let action = match request.disposition {
-            Disposition::Inline => "generation:view_media",
-            Disposition::Attachment => "generation:download",
+        let (kind, target, action) = match &request.media_id {
+            Some(media) => (
+                EntityKind::MediaFile,
+                parse_uuid(media)?,
+                match request.disposition {
+                    Disposition::Inline => "media:view",
+                    Disposition::Attachment => "media:download",
+                },
+            ),
+            None => (
+                EntityKind::Generation,
+                parse_uuid(&request.generation_id)?,
+                match request.disposition {
+                    Disposition::Inline => "generation:view_media",
+                    Disposition::Attachment => "generation:download",
+                },
+            ),
         };
         let mut check = CheckRequest::new(
             request.principal.clone(),
             action,
-            EntityInput::new(
-                EntityKind::Generation.type_name(),
-                request.generation_id.clone(),
-            ),
+            EntityInput::new(kind.type_name(), target.hyphenated().to_string()),
         );
         check.store = request.store.clone();
         check.consistency = request.consistency.clone();
@@ -79,14 +93,22 @@ impl Engine {
                 urls: Vec::new(),
             });
         }
-        let rows = sqlx::query(
-            "SELECT id, storage_key, content_type FROM media_files \
-             WHERE generation_id = $1 ORDER BY created_at, id",
-        )
-        .bind(generation.hyphenated().to_string())
-        .fetch_all(self.inner.db.pool())
-        .await
-        .map_err(|e| super::unavailable(db_error(e)))?;
+        let sql = match kind {
+            // Uploads only: a generation's media are reached through the generation.
+            EntityKind::MediaFile => {
+                "SELECT id, storage_key, content_type FROM media_files \
+                 WHERE id = $1 AND generation_id IS NULL"
+            }
+            _ => {
+                "SELECT id, storage_key, content_type FROM media_files \
+                 WHERE generation_id = $1 ORDER BY created_at, id"
+            }
+        };
+        let rows = sqlx::query(sql)
+            .bind(target.hyphenated().to_string())
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(|e| super::unavailable(db_error(e)))?;
         let mut urls = Vec::with_capacity(rows.len());
         for row in &rows {
             let media_id: String = row.try_get(0).map_err(db_error)?;
@@ -110,10 +132,7 @@ impl Engine {
             request.principal.type_name, request.principal.id
         )));
         record.action = Some(std::sync::Arc::from(action));
-        record.resource = Some(Subject::Entity(crate::ids::EntityRef::new(
-            EntityKind::Generation,
-            generation,
-        )));
+        record.resource = Some(Subject::Entity(crate::ids::EntityRef::new(kind, target)));
         record.decision = Some(std::borrow::Cow::Borrowed("allow"));
         record.detail = Some(format!(
             "{} {} URL(s), key {}",

@@ -702,6 +702,7 @@ async fn media_urls_need_the_media_right(backend: Backend) {
         store: None,
         principal: EntityInput::new("User", who.to_string()),
         generation_id: generation.to_string(),
+        media_id: None,
         disposition,
         ttl: None,
         consistency: Consistency::MinimizeLatency,

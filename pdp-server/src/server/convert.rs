@@ -247,6 +247,15 @@ pub fn mint_request(
     Ok(velro_engine::engine::MintRequest {
         store: non_empty(r.store),
         principal: entity(r.principal, "principal")?,
+        media_id: match (r.generation_id.is_empty(), r.media_id.is_empty()) {
+            (false, true) => None,
+            (true, false) => Some(r.media_id),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "give exactly one of generation_id and media_id",
+                ));
+            }
+        },
         generation_id: r.generation_id,
         disposition: disposition(r.disposition)?,
         ttl: (r.ttl_seconds != 0).then(|| Duration::from_secs(u64::from(r.ttl_seconds))),
