@@ -27,6 +27,7 @@ use crate::providers::fal::FalProvider;
 use crate::providers::{LocalProvider, MediaStore, Provider, Runner};
 use crate::ratelimit::{Class, Limiter};
 use crate::repo::Repo;
+use crate::s3::{S3Config, S3Store};
 use crate::{request_id, routes};
 
 /// Settings handlers read.
@@ -233,7 +234,17 @@ pub async fn start(config: ApiConfig, listener: TcpListener) -> anyhow::Result<R
         Duration::from_secs(config.access_ttl_seconds),
         Duration::from_secs(config.refresh_ttl_seconds),
     )?;
-    let media = MediaStore::new(&config.data_dir.join("media"))?;
+    let mut media = MediaStore::new(&config.data_dir.join("media"))?;
+    if let (Some(endpoint), Some(secret)) = (&config.s3_endpoint, &config.s3_secret_key) {
+        media = media.with_s3(S3Store::new(S3Config {
+            endpoint: endpoint.clone(),
+            bucket: config.s3_bucket.clone(),
+            region: config.s3_region.clone(),
+            access_key: config.s3_access_key.clone(),
+            secret_key: secret.clone(),
+        })?);
+    }
+    tracing::info!(backend = media.backend(), "media storage");
     let provider = match (config.generation_provider.as_str(), &config.fal_key) {
         ("fal" | "auto", Some(key)) => Provider::Fal(FalProvider {
             base_url: config.fal_base_url.clone(),

@@ -98,6 +98,22 @@ pub struct ApiConfig {
     /// Secret of the payment provider's webhook (Stripe's `whsec_…`); unset = webhooks refused.
     #[arg(long, env = "STRIPE_WEBHOOK_SECRET", hide_env_values = true)]
     pub stripe_webhook_secret: Option<SecretString>,
+    /// S3-compatible endpoint for media (e.g. `https://s3.eu-west-1.amazonaws.com`); unset = the
+    /// local directory `<DATA_DIR>/media`.
+    #[arg(long, env = "S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Bucket (path-style addressing).
+    #[arg(long, env = "S3_BUCKET", default_value = "velro-media")]
+    pub s3_bucket: String,
+    /// Signing region.
+    #[arg(long, env = "S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Access key id.
+    #[arg(long, env = "S3_ACCESS_KEY_ID", default_value = "")]
+    pub s3_access_key: String,
+    /// Secret access key.
+    #[arg(long, env = "S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    pub s3_secret_key: Option<SecretString>,
     /// Largest upload, bytes (50 MiB).
     #[arg(long, env = "MAX_FILE_SIZE", default_value_t = 50 * 1024 * 1024)]
     pub max_file_bytes: u64,
@@ -143,6 +159,11 @@ impl ApiConfig {
             chat_base_url: "https://openrouter.ai/api/v1".into(),
             chat_models: "openai/gpt-4o-mini".into(),
             stripe_webhook_secret: None,
+            s3_endpoint: None,
+            s3_bucket: "velro-media".into(),
+            s3_region: "us-east-1".into(),
+            s3_access_key: String::new(),
+            s3_secret_key: None,
             max_file_bytes: 50 * 1024 * 1024,
             max_body_bytes: 1024 * 1024,
             demo: false,
@@ -197,6 +218,11 @@ impl ApiConfig {
         anyhow::ensure!(
             self.rate_user > 0 && self.rate_ip > 0 && self.rate_generations > 0,
             "rate limits must be positive"
+        );
+        anyhow::ensure!(
+            self.s3_endpoint.is_none()
+                || !self.s3_access_key.is_empty() && self.s3_secret_key.is_some(),
+            "S3_ENDPOINT needs S3_ACCESS_KEY_ID and S3_SECRET_ACCESS_KEY"
         );
         anyhow::ensure!(
             (1024..=10 * 1024 * 1024 * 1024).contains(&self.max_file_bytes),

@@ -19,4 +19,5 @@ pub mod ratelimit;
 pub mod repo;
 pub mod request_id;
 pub mod routes;
+pub mod s3;
 pub mod styles;

@@ -43,6 +43,7 @@ pub(crate) async fn detailed(State(state): State<AppState>) -> impl IntoResponse
                 "database": up(database),
                 "pdp": { "status": up(pdp), "embedded": state.settings.embedded_pdp },
                 "redis": redis.map_or("not configured", up),
+                "storage": state.media.backend(),
                 "providers": {
                     "generation": state.runner.provider.name(),
                     "chat": match state.chat { crate::chat::ChatProvider::Local => "local", crate::chat::ChatProvider::Remote(_) => "openai-compatible" },

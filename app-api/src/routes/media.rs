@@ -21,21 +21,11 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Ap
     let Some(row) = state.repo.media_by_key(&verified.key).await? else {
         return Err(ApiError::NotFound("media"));
     };
-    let Some(file) = state.media.path_of(&verified.key) else {
-        return Err(ApiError::NotFound("media"));
-    };
-    let handle = match tokio::fs::File::open(&file).await {
-        Ok(handle) => handle,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            return Err(ApiError::NotFound("media"));
-        }
+    let (size, chunks) = match state.media.open(&verified.key).await {
+        Ok(Some(object)) => object,
+        Ok(None) => return Err(ApiError::NotFound("media")),
         Err(e) => return Err(ApiError::Internal(format!("opening media: {e}"))),
     };
-    let size = handle
-        .metadata()
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading media metadata: {e}")))?
-        .len();
     if i64::try_from(size).ok() != Some(row.size_bytes) {
         return Err(ApiError::Internal(
             "media file size does not match its record".into(),
@@ -47,7 +37,7 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Ap
     } else {
         "inline".to_owned()
     };
-    let mut response = (StatusCode::OK, Body::from_stream(chunks(handle))).into_response();
+    let mut response = (StatusCode::OK, Body::from_stream(chunks)).into_response();
     let headers = response.headers_mut();
     if let Ok(v) = HeaderValue::from_str(&row.content_type) {
         headers.insert(header::CONTENT_TYPE, v);
@@ -64,19 +54,4 @@ pub(crate) async fn serve(State(state): State<AppState>, request: Request) -> Ap
         HeaderValue::from_static("nosniff"),
     );
     Ok(response)
-}
-
-/// The file as a stream of 64 KiB chunks (large videos are never held in memory whole).
-fn chunks(
-    file: tokio::fs::File,
-) -> impl futures::Stream<Item = std::io::Result<axum::body::Bytes>> + Send {
-    futures::stream::try_unfold(file, |mut file| async move {
-        let mut buffer = vec![0u8; 64 * 1024];
-        let read = tokio::io::AsyncReadExt::read(&mut file, &mut buffer).await?;
-        if read == 0 {
-            return Ok(None);
-        }
-        buffer.truncate(read);
-        Ok(Some((axum::body::Bytes::from(buffer), file)))
-    })
 }

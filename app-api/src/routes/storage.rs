@@ -127,7 +127,7 @@ pub(crate) async fn upload(
     let id = Uuid::now_v7();
     // The key is ours: no part of the client's file name reaches the file system.
     let key = format!("uploads/{}/{id}.{extension}", user.id);
-    if let Err(e) = state.media.commit(&temp, &key).await {
+    if let Err(e) = state.media.commit(&temp, &key, content_type).await {
         let _ = tokio::fs::remove_file(&temp).await;
         return Err(ApiError::Internal(format!("storing upload: {e}")));
     }

@@ -16,6 +16,7 @@ mod fal;
 mod flows;
 mod generations;
 mod postgres;
+mod s3;
 mod storage;
 mod styles;
 mod support;
