@@ -422,6 +422,29 @@ impl Pdp {
         Ok(decisions.into_iter().map(|d| d.allowed).collect())
     }
 
+    /// Keep the items `caller` may perform `action` on (one BatchCheck), in order: how lists turn
+    /// SQL candidates into what the caller may see.
+    pub async fn filter<T>(
+        &self,
+        caller: Principal,
+        action: &'static str,
+        kind: Kind,
+        items: Vec<T>,
+        id: impl Fn(&T) -> Uuid,
+        fresh: &Freshness,
+    ) -> ApiResult<Vec<T>> {
+        let asks: Vec<Ask> = items
+            .iter()
+            .map(|t| Ask::new(action, kind, id(t)))
+            .collect();
+        let allowed = self.decide(caller, &asks, fresh).await?;
+        Ok(items
+            .into_iter()
+            .zip(allowed)
+            .filter_map(|(t, ok)| ok.then_some(t))
+            .collect())
+    }
+
     /// Whether `caller` may do `ask`.
     pub async fn allows(&self, caller: Principal, ask: Ask, fresh: &Freshness) -> ApiResult<bool> {
         Ok(self

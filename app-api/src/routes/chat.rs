@@ -72,16 +72,17 @@ pub(crate) async fn list_sessions(
     fresh: Freshness,
 ) -> ApiResult<Json<Page<SessionRow>>> {
     let candidates = state.repo.sessions_of(user.id).await?;
-    let asks: Vec<Ask> = candidates
-        .iter()
-        .map(|s| Ask::new("chat:view", Kind::ChatSession, s.id))
-        .collect();
-    let allowed = state.pdp.decide(user.principal(), &asks, &fresh).await?;
-    let items = candidates
-        .into_iter()
-        .zip(allowed)
-        .filter_map(|(s, ok)| ok.then_some(s))
-        .collect();
+    let items = state
+        .pdp
+        .filter(
+            user.principal(),
+            "chat:view",
+            Kind::ChatSession,
+            candidates,
+            |s| s.id,
+            &fresh,
+        )
+        .await?;
     Ok(Json(Page::complete(items)))
 }
 

@@ -331,16 +331,17 @@ pub(crate) async fn subprojects(
         .require(caller, "project:view", ask, &fresh)
         .await?;
     let children = state.repo.subprojects(id).await?;
-    let asks: Vec<Ask> = children
-        .iter()
-        .map(|c| Ask::new("project:view", Kind::Project, *c))
-        .collect();
-    let allowed = state.pdp.decide(caller, &asks, &fresh).await?;
-    let visible: Vec<Uuid> = children
-        .into_iter()
-        .zip(allowed)
-        .filter_map(|(c, ok)| ok.then_some(c))
-        .collect();
+    let visible = state
+        .pdp
+        .filter(
+            caller,
+            "project:view",
+            Kind::Project,
+            children,
+            |c| *c,
+            &fresh,
+        )
+        .await?;
     let projects = state.repo.projects(&visible).await?;
     Ok(Json(Page::complete(
         projects.iter().map(|p| json!(p)).collect(),
@@ -370,16 +371,17 @@ pub(crate) async fn gallery(
     let next_cursor = (candidates.len() == limit as usize)
         .then(|| candidates.last().map(Uuid::to_string))
         .flatten();
-    let asks: Vec<Ask> = candidates
-        .iter()
-        .map(|g| Ask::new("generation:view", Kind::Generation, *g))
-        .collect();
-    let allowed = state.pdp.decide(caller, &asks, &fresh).await?;
-    let visible: Vec<Uuid> = candidates
-        .into_iter()
-        .zip(allowed)
-        .filter_map(|(g, ok)| ok.then_some(g))
-        .collect();
+    let visible = state
+        .pdp
+        .filter(
+            caller,
+            "generation:view",
+            Kind::Generation,
+            candidates,
+            |g| *g,
+            &fresh,
+        )
+        .await?;
     let generations = state.repo.generations(&visible).await?;
     Ok(Json(Page {
         items: generations.iter().map(|g| json!(g)).collect(),

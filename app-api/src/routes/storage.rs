@@ -169,16 +169,17 @@ pub(crate) async fn list(
     let next_cursor = (candidates.len() == limit as usize)
         .then(|| candidates.last().map(|u| u.id.to_string()))
         .flatten();
-    let asks: Vec<Ask> = candidates
-        .iter()
-        .map(|u| Ask::new("media:view", Kind::MediaFile, u.id))
-        .collect();
-    let allowed = state.pdp.decide(user.principal(), &asks, &fresh).await?;
-    let items = candidates
-        .into_iter()
-        .zip(allowed)
-        .filter_map(|(u, ok)| ok.then_some(u))
-        .collect();
+    let items = state
+        .pdp
+        .filter(
+            user.principal(),
+            "media:view",
+            Kind::MediaFile,
+            candidates,
+            |u| u.id,
+            &fresh,
+        )
+        .await?;
     Ok(Json(Page { items, next_cursor }))
 }
 

@@ -42,16 +42,17 @@ pub(crate) async fn list(
         Principal::Anonymous => None,
     };
     let candidates = state.repo.style_candidates(user, tier.as_deref()).await?;
-    let asks: Vec<Ask> = candidates
-        .iter()
-        .map(|s| Ask::new("style_stack:view", Kind::StyleStack, s.id))
-        .collect();
-    let allowed = state.pdp.decide(caller, &asks, &fresh).await?;
-    let items = candidates
-        .into_iter()
-        .zip(allowed)
-        .filter_map(|(s, ok)| ok.then_some(s))
-        .collect();
+    let items = state
+        .pdp
+        .filter(
+            caller,
+            "style_stack:view",
+            Kind::StyleStack,
+            candidates,
+            |s| s.id,
+            &fresh,
+        )
+        .await?;
     Ok(Json(Page::complete(items)))
 }
 

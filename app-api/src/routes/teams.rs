@@ -66,16 +66,19 @@ pub(crate) async fn list(
     fresh: Freshness,
 ) -> ApiResult<Json<Page<Value>>> {
     let candidates = state.repo.teams_of(user.id).await?;
-    let asks: Vec<Ask> = candidates
-        .iter()
-        .map(|(t, _)| Ask::new("team:view", Kind::Team, t.id))
-        .collect();
-    let allowed = state.pdp.decide(user.principal(), &asks, &fresh).await?;
-    let items = candidates
+    let items = state
+        .pdp
+        .filter(
+            user.principal(),
+            "team:view",
+            Kind::Team,
+            candidates,
+            |(t, _)| t.id,
+            &fresh,
+        )
+        .await?
         .into_iter()
-        .zip(allowed)
-        .filter(|(_, ok)| *ok)
-        .map(|((team, role), _)| {
+        .map(|(team, role)| {
             let mut v = json!(team);
             v["role"] = json!(role);
             v
