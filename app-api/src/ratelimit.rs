@@ -137,18 +137,34 @@ impl Limiter {
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn limits_apply_per_class_and_key() {
+    #[test]
+    fn counts_are_per_class_key_and_window() {
         let limiter = Limiter::new(3, 100, 1, None);
-        for _ in 0..3 {
-            limiter.hit(Class::User, "u1").await.unwrap();
+        for n in 1..=4 {
+            assert_eq!(limiter.memory_hit(Class::User, "u1", 7), n);
         }
-        assert!(matches!(
-            limiter.hit(Class::User, "u1").await,
-            Err(ApiError::RateLimited { retry_after }) if retry_after >= 1
-        ));
-        limiter.hit(Class::User, "u2").await.unwrap();
-        limiter.hit(Class::Generation, "u2").await.unwrap();
-        assert!(limiter.hit(Class::Generation, "u2").await.is_err());
+        assert_eq!(limiter.memory_hit(Class::User, "u2", 7), 1);
+        assert_eq!(limiter.memory_hit(Class::Generation, "u1", 7), 1);
+        assert_eq!(
+            limiter.memory_hit(Class::User, "u1", 8),
+            1,
+            "a new window starts over"
+        );
+    }
+
+    #[tokio::test]
+    async fn beyond_the_limit_is_429_with_retry_after() {
+        let limiter = Limiter::new(100, 100, 1, None);
+        // Two hits in one window are over a limit of 1; a boundary in between gives a third try.
+        let mut refused = None;
+        for _ in 0..3 {
+            if let Err(e) = limiter.hit(Class::Generation, "u").await {
+                refused = Some(e);
+                break;
+            }
+        }
+        assert!(
+            matches!(refused, Some(ApiError::RateLimited { retry_after }) if (1..=60).contains(&retry_after))
+        );
     }
 }
