@@ -21,6 +21,16 @@ pub enum Target {
     /// The gRPC `Authorizer` over one or more connections (calls are spread over them; one
     /// HTTP/2 connection is served by one task on the server).
     Grpc(Vec<PdpClient>),
+    /// The app API: `GET {base}/api/v1/generations/{id}` as a manifest user (its access token
+    /// in `tokens`, aligned with the manifest's users). 200 and 404 are both decided answers.
+    Api {
+        /// e.g. `http://127.0.0.1:8080`.
+        base: String,
+        /// One bearer token per manifest user.
+        tokens: Arc<Vec<String>>,
+        /// Shared HTTP client.
+        client: reqwest::Client,
+    },
     /// `POST {base}/v1/check` with an optional bearer key.
     Http {
         /// e.g. `http://127.0.0.1:9091`.
@@ -149,6 +159,13 @@ impl Picker {
         }
     }
 
+    /// A user (by index) and a generation to read as them.
+    fn read(&self, rng: &mut Rng) -> (usize, uuid::Uuid) {
+        let user = self.users.sample(rng);
+        let generation = self.manifest.generations[self.generations.sample(rng)];
+        (user, generation)
+    }
+
     fn request(&self, rng: &mut Rng) -> proto::CheckRequest {
         let user = self.manifest.users[self.users.sample(rng)];
         let entity = |t: &str, id: uuid::Uuid| {
@@ -182,6 +199,9 @@ impl Picker {
         }
     }
 }
+
+/// A decision whose cache tier the answer does not say (the app API's responses).
+const UNKNOWN_TIER: i32 = -1;
 
 /// Outcome of one call.
 struct CallResult {
@@ -225,6 +245,36 @@ async fn call(
                         .collect()
                 })
                 .map_err(|s| format!("{:?}: {}", s.code(), s.message()))
+        }
+        (
+            Target::Api {
+                base,
+                tokens,
+                client,
+            },
+            _,
+        ) => {
+            let (user, generation) = picker.read(rng);
+            let token = tokens.get(user).map_or("", String::as_str);
+            match client
+                .get(format!("{base}/api/v1/generations/{generation}"))
+                .bearer_auth(token)
+                .send()
+                .await
+            {
+                Ok(response)
+                    if response.status().is_success()
+                        || response.status() == reqwest::StatusCode::NOT_FOUND =>
+                {
+                    // Read the body: the call ends when the answer has arrived.
+                    match response.bytes().await {
+                        Ok(_) => Ok(vec![UNKNOWN_TIER]),
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Ok(response) => Err(format!("HTTP {}", response.status())),
+                Err(e) => Err(e.to_string()),
+            }
         }
         (Target::Http { base, key, client }, _) => {
             let r = picker.request(rng);
@@ -306,7 +356,7 @@ impl Tally {
                 let _ = self
                     .histogram
                     .record(result.latency_us.clamp(1, 60_000_000));
-                for tier in result.tiers {
+                for tier in result.tiers.into_iter().filter(|t| *t != UNKNOWN_TIER) {
                     match proto::CacheTier::try_from(tier) {
                         Ok(proto::CacheTier::Decision) => self.tiers.decision += 1,
                         Ok(proto::CacheTier::L1) => self.tiers.l1 += 1,

@@ -53,8 +53,15 @@ enum Command {
         #[arg(long, conflicts_with = "http")]
         grpc: Option<String>,
         /// HTTP base address, e.g. `http://127.0.0.1:9091` (Check only).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "api")]
         http: Option<String>,
+        /// The app API's base address, e.g. `http://127.0.0.1:8080`: GET a generation as a
+        /// manifest user (needs `--jwt-secret`).
+        #[arg(long, conflicts_with = "grpc")]
+        api: Option<String>,
+        /// The app API's access-token secret (its JWT_SECRET), to sign each user's token.
+        #[arg(long, env = "JWT_SECRET", hide_env_values = true)]
+        jwt_secret: Option<SecretString>,
         /// API key.
         #[arg(long, env = "PDP_API_KEY")]
         api_key: Option<String>,
@@ -83,6 +90,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// One access token per manifest user, as velro-api issues them (HS256, `aud` velro-api, `iss`
+/// velro), valid for a day.
+fn sign_tokens(world: &Manifest, secret: &SecretString) -> anyhow::Result<Vec<String>> {
+    use secrecy::ExposeSecret;
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.expose_secret().as_bytes())?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    world
+        .users
+        .iter()
+        .map(|user| {
+            let claims = serde_json::json!({
+                "sub": user.to_string(), "iat": now, "exp": now + 86_400,
+                "jti": uuid::Uuid::now_v7().to_string(), "aud": "velro-api", "iss": "velro",
+            });
+            jsonwebtoken::encode(
+                &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+                &claims,
+                &key,
+            )
+            .map_err(Into::into)
+        })
+        .collect()
 }
 
 #[tokio::main]
@@ -116,6 +149,8 @@ async fn main() -> anyhow::Result<()> {
             manifest,
             grpc,
             http,
+            api,
+            jwt_secret,
             api_key,
             connections,
             batch,
@@ -131,6 +166,16 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("reading {}", manifest.display()))?,
             )?;
             let target = match (grpc, http) {
+                (None, None) if api.is_some() => {
+                    let secret = jwt_secret.context("--api needs --jwt-secret (JWT_SECRET)")?;
+                    Target::Api {
+                        base: api.unwrap_or_default(),
+                        tokens: Arc::new(sign_tokens(&world, &secret)?),
+                        client: reqwest::Client::builder()
+                            .pool_max_idle_per_host(256)
+                            .build()?,
+                    }
+                }
                 (Some(url), None) => {
                     let mut config = ClientConfig::new(url);
                     config.api_key = api_key.map(SecretString::from);
@@ -148,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                         .pool_max_idle_per_host(256)
                         .build()?,
                 },
-                _ => anyhow::bail!("give --grpc or --http"),
+                _ => anyhow::bail!("give --grpc, --http or --api"),
             };
             let mode = match batch {
                 Some(n) => Mode::Batch(n),
