@@ -52,6 +52,37 @@ fn unique_violation(e: &sqlx::Error) -> bool {
         .is_some_and(|d| d.is_unique_violation())
 }
 
+/// Append the ledger row of a balance change already applied to `user` in `tx`, with the balance
+/// after it; returns that balance. Every credit movement goes through here.
+async fn record_ledger(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    user: Uuid,
+    kind: &str,
+    amount: i64,
+    reference: &str,
+    now: i64,
+) -> ApiResult<i64> {
+    let balance: i64 = sqlx::query("SELECT credits FROM users WHERE id = $1")
+        .bind(user.to_string())
+        .fetch_one(&mut **tx)
+        .await?
+        .try_get("credits")?;
+    sqlx::query(
+        "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(Uuid::now_v7().to_string())
+    .bind(user.to_string())
+    .bind(kind)
+    .bind(amount)
+    .bind(balance)
+    .bind(reference)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(balance)
+}
+
 /// `$1, $2, …` for `n` parameters starting at `from`.
 fn params(from: usize, n: usize) -> String {
     (from..from + n)
@@ -421,16 +452,7 @@ impl Repo {
             }
         }
         if grant > 0 {
-            sqlx::query(
-                "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
-                 VALUES ($1, $2, 'grant', $3, $3, 'signup', $4)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(id.to_string())
-            .bind(grant)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            record_ledger(&mut tx, id, "grant", grant, "signup", now).await?;
         }
         tx.commit().await?;
         self.user(id)
@@ -1094,11 +1116,6 @@ impl Repo {
                 balance,
             });
         }
-        let balance: i64 = sqlx::query("SELECT credits FROM users WHERE id = $1")
-            .bind(new.owner_id.to_string())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("credits")?;
         let inserted = sqlx::query(
             "INSERT INTO generations (id, owner_id, project_id, parent_generation_id, model_id, prompt, negative_prompt, \
              parameters, status, progress, credits_charged, idempotency_key, created_at, updated_at, style_stack_id) \
@@ -1135,17 +1152,15 @@ impl Repo {
                 other?;
             }
         }
-        sqlx::query(
-            "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
-             VALUES ($1, $2, 'generation', $3, $4, $5, $6)",
+        let reference = format!("generation:{}", new.id);
+        record_ledger(
+            &mut tx,
+            new.owner_id,
+            "generation",
+            -new.cost,
+            &reference,
+            now,
         )
-        .bind(Uuid::now_v7().to_string())
-        .bind(new.owner_id.to_string())
-        .bind(-new.cost)
-        .bind(balance)
-        .bind(format!("generation:{}", new.id))
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         let row = self
@@ -1297,23 +1312,8 @@ impl Repo {
                 .bind(owner.to_string())
                 .execute(&mut *tx)
                 .await?;
-            let balance: i64 = sqlx::query("SELECT credits FROM users WHERE id = $1")
-                .bind(owner.to_string())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("credits")?;
-            sqlx::query(
-                "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
-                 VALUES ($1, $2, 'refund', $3, $4, $5, $6)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(owner.to_string())
-            .bind(charged)
-            .bind(balance)
-            .bind(format!("generation:{id}"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            let reference = format!("generation:{id}");
+            record_ledger(&mut tx, owner, "refund", charged, &reference, now).await?;
         }
         tx.commit().await?;
         Ok(true)

@@ -7,7 +7,7 @@ use serde::Serialize;
 use sqlx::Row;
 use uuid::Uuid;
 
-use super::{Repo, ts, uuid_col};
+use super::{Repo, record_ledger, ts, uuid_col};
 use crate::auth::now_ms;
 use crate::error::{ApiError, ApiResult};
 
@@ -165,22 +165,15 @@ impl Repo {
             .bind(purchase.user_id.to_string())
             .execute(&mut *tx)
             .await?;
-        let balance: i64 = sqlx::query("SELECT credits FROM users WHERE id = $1")
-            .bind(purchase.user_id.to_string())
-            .fetch_one(&mut *tx)
-            .await?
-            .try_get("credits")?;
-        sqlx::query(
-            "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
-             VALUES ($1, $2, 'purchase', $3, $4, $5, $6)",
+        let reference = format!("purchase:{}", purchase.id);
+        record_ledger(
+            &mut tx,
+            purchase.user_id,
+            "purchase",
+            purchase.credits,
+            &reference,
+            now,
         )
-        .bind(Uuid::now_v7().to_string())
-        .bind(purchase.user_id.to_string())
-        .bind(purchase.credits)
-        .bind(balance)
-        .bind(format!("purchase:{}", purchase.id))
-        .bind(now)
-        .execute(&mut *tx)
         .await?;
         tx.commit().await?;
         Ok(Credited::Now)
@@ -218,30 +211,10 @@ impl Repo {
         if credited.rows_affected() != 1 {
             return Err(ApiError::NotFound("recipient"));
         }
-        let mut sender_balance = 0;
-        for (user, kind, signed) in [(from, "transfer_out", -amount), (to, "transfer_in", amount)] {
-            let balance: i64 = sqlx::query("SELECT credits FROM users WHERE id = $1")
-                .bind(user.to_string())
-                .fetch_one(&mut *tx)
-                .await?
-                .try_get("credits")?;
-            if user == from {
-                sender_balance = balance;
-            }
-            sqlx::query(
-                "INSERT INTO credit_transactions (id, user_id, kind, amount, balance_after, reference, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(Uuid::now_v7().to_string())
-            .bind(user.to_string())
-            .bind(kind)
-            .bind(signed)
-            .bind(balance)
-            .bind(format!("transfer:{transfer}"))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
+        let reference = format!("transfer:{transfer}");
+        let sender_balance =
+            record_ledger(&mut tx, from, "transfer_out", -amount, &reference, now).await?;
+        record_ledger(&mut tx, to, "transfer_in", amount, &reference, now).await?;
         tx.commit().await?;
         Ok(sender_balance)
     }
