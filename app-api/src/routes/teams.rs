@@ -244,6 +244,35 @@ pub(crate) struct RoleChange {
     role: String,
 }
 
+/// The current role of `member` in a team the caller may view (404 for either otherwise): the
+/// fact the role-change and removal decisions need.
+async fn visible_member_role(
+    state: &AppState,
+    user: &User,
+    team: uuid::Uuid,
+    member: uuid::Uuid,
+    fresh: &Freshness,
+) -> ApiResult<String> {
+    let ask = Ask::new("team:view", Kind::Team, team);
+    state
+        .pdp
+        .require(user.principal(), "team:view", ask, fresh)
+        .await?;
+    state
+        .repo
+        .member_role(team, member)
+        .await?
+        .ok_or(ApiError::NotFound("member"))
+}
+
+/// A conditional membership write found the role it was decided on gone.
+fn membership_changed() -> ApiError {
+    ApiError::conflict(
+        "MEMBERSHIP_CHANGED",
+        "the membership changed meanwhile; retry",
+    )
+}
+
 pub(crate) async fn set_role(
     State(state): State<AppState>,
     user: User,
@@ -254,20 +283,7 @@ pub(crate) async fn set_role(
     let id = parse_id("team_id", &id)?;
     let member = parse_id("user_id", &member)?;
     let new_role = role("role", &body.role)?;
-    state
-        .pdp
-        .require(
-            user.principal(),
-            "team:view",
-            Ask::new("team:view", Kind::Team, id),
-            &fresh,
-        )
-        .await?;
-    let current = state
-        .repo
-        .member_role(id, member)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let current = visible_member_role(&state, &user, id, member, &fresh).await?;
     let ask = Ask::new("team:set_role", Kind::Team, id).with_context(json!({
         "target_role": role_ref(&current),
         "new_role": role_ref(&new_role),
@@ -276,10 +292,7 @@ pub(crate) async fn set_role(
         return Err(ApiError::Forbidden);
     }
     if !state.repo.set_role(id, member, &current, &new_role).await? {
-        return Err(ApiError::conflict(
-            "MEMBERSHIP_CHANGED",
-            "the membership changed meanwhile; retry",
-        ));
+        return Err(membership_changed());
     }
     let fresh = written(&state, &fresh).await?;
     Ok(Written::ok(
@@ -300,30 +313,14 @@ pub(crate) async fn remove_member(
     if member == user.id {
         return leave_team(&state, &user, id, &fresh).await;
     }
-    state
-        .pdp
-        .require(
-            user.principal(),
-            "team:view",
-            Ask::new("team:view", Kind::Team, id),
-            &fresh,
-        )
-        .await?;
-    let current = state
-        .repo
-        .member_role(id, member)
-        .await?
-        .ok_or(ApiError::NotFound("member"))?;
+    let current = visible_member_role(&state, &user, id, member, &fresh).await?;
     let ask = Ask::new("team:remove_member", Kind::Team, id)
         .with_context(json!({ "target_role": role_ref(&current) }));
     if !state.pdp.allows(user.principal(), ask, &fresh).await? {
         return Err(ApiError::Forbidden);
     }
     if !state.repo.remove_member(id, member, &current).await? {
-        return Err(ApiError::conflict(
-            "MEMBERSHIP_CHANGED",
-            "the membership changed meanwhile; retry",
-        ));
+        return Err(membership_changed());
     }
     Ok(Written::no_content(written(&state, &fresh).await?))
 }
@@ -349,10 +346,7 @@ async fn leave_team(
         .await?
         .ok_or(ApiError::NotFound("member"))?;
     if !state.repo.remove_member(id, user.id, &current).await? {
-        return Err(ApiError::conflict(
-            "MEMBERSHIP_CHANGED",
-            "the membership changed meanwhile; retry",
-        ));
+        return Err(membership_changed());
     }
     Ok(Written::no_content(written(state, fresh).await?))
 }
