@@ -24,10 +24,11 @@ use crate::authz::Pdp;
 use crate::chat::{ChatProvider, RemoteChat};
 use crate::config::ApiConfig;
 use crate::providers::fal::FalProvider;
-use crate::providers::{LocalProvider, MediaStore, Provider, Runner};
+use crate::providers::{LocalProvider, Provider, Runner};
 use crate::ratelimit::{Class, Limiter};
 use crate::repo::Repo;
 use crate::s3::{S3Config, S3Store};
+use crate::storage::MediaStore;
 use crate::{request_id, routes};
 
 /// Settings handlers read.

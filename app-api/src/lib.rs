@@ -20,4 +20,5 @@ pub mod repo;
 pub mod request_id;
 pub mod routes;
 pub mod s3;
+pub mod storage;
 pub mod styles;
